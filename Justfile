@@ -1,0 +1,54 @@
+# etl — every step of the demo and of development, strung together.
+# `just` lists the recipes. Services: scripts/services.sh (Docker when an engine answers, else local).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+etl := "cargo run --quiet --bin etl --"
+# What `just up` started and where it answers; recipes that talk to the services load it.
+with_services := "set -a; source .local/services.env; set +a;"
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Start PostgreSQL and the broker, create the database and topics, migrate (idempotent)
+up:
+    scripts/services.sh up
+    {{with_services}} {{etl}} topics create
+    {{with_services}} {{etl}} migrate
+
+# Stop what `just up` started (idempotent)
+down:
+    scripts/services.sh down
+
+# Say what runs where
+status:
+    scripts/services.sh status
+
+# Install what `just up` needs and is missing: PostgreSQL binaries, tansu
+install:
+    scripts/services.sh install
+
+# The demo end to end on a fresh machine (grows as the pipeline does)
+demo: up
+    {{with_services}} {{etl}} topics list
+
+# Every test: unit tests and integration tests against the services `just up` starts
+test: up
+    {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --no-fail-fast; \
+    else \
+        cargo test --no-fail-fast; \
+    fi
+
+# Formatting and lints, as CI checks them
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# What CI runs: lints, then every test
+ci: lint test
+
+# Run etl with the services' addresses, e.g. `just etl topics tail transactions`
+etl *args:
+    {{with_services}} {{etl}} {{args}}

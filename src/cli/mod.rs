@@ -1,0 +1,41 @@
+//! Command-line interface: global settings plus one file per subcommand.
+
+mod global;
+pub mod migrate;
+pub mod topics;
+
+use clap::{Parser, Subcommand};
+
+pub use global::GlobalArgs;
+
+/// Batch-plus-stream dimensional ETL: monthly CSV files and a Kafka transaction stream into a
+/// PostgreSQL star schema.
+///
+/// Every flag can also be set through the environment variable named in its help; a `.env` file
+/// in the working directory is read when present (see `.env.example`).
+#[derive(Debug, Parser)]
+#[command(name = "etl", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the schema migrations in `migrations/` (every other command also does this on start).
+    Migrate(migrate::Args),
+    /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
+    #[command(subcommand)]
+    Topics(topics::Command),
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Migrate(args) => args.run(&self.global).await,
+            Command::Topics(command) => command.run(&self.global).await,
+        }
+    }
+}

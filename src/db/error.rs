@@ -1,0 +1,36 @@
+//! Database errors that say which database and what to do, without leaking the password.
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "cannot connect to PostgreSQL at {url} ({source}); is it running? `just up` starts a local one, \
+         DATABASE_URL points elsewhere"
+    )]
+    Connect {
+        /// The URL with its password removed.
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(String),
+    #[error("migrating {url} failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("database query failed while {context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Query { context, source }
+    }
+}

@@ -1,0 +1,8 @@
+//! PostgreSQL: connection pool, migrations and the errors around them.
+
+pub mod error;
+pub mod migrate;
+pub mod pool;
+
+pub use error::DbError;
+pub use pool::{DEFAULT_DATABASE_URL, connect, redact_url};

@@ -1,0 +1,59 @@
+//! The sqlx connection pool used by every command.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use super::DbError;
+
+/// The database `just up` creates on the local server.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/etl";
+
+/// Opens a pool and checks that the server answers, so a wrong URL fails here with a clear message.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redact_url(url),
+            source: Box::new(source),
+        })
+}
+
+/// The URL with any password replaced by `***`, safe for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The userinfo ends at the last '@' before the first '/', so passwords containing '@' are covered.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr@t@db.example.com:5432/etl?sslmode=require"),
+            "postgres://app:***@db.example.com:5432/etl?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/etl"),
+            "postgres://postgres@127.0.0.1:5432/etl"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,192 @@
+//! Topic administration and description: create, delete, partitions and high watermarks.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::config::REQUEST_TIMEOUT;
+use super::{KafkaError, KafkaSettings};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+        }
+    }
+}
+
+/// What `create_topics` did with one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    AlreadyExisted,
+}
+
+/// One partition of a topic with its offsets: `high` is the offset the next message will get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    pub leader: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Messages currently retained: the sum over partitions of high − low.
+    pub fn retained(&self) -> i64 {
+        self.partitions.iter().map(|p| p.high - p.low).sum()
+    }
+}
+
+/// Creates each topic that does not exist yet; an existing topic is left alone (idempotent).
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+) -> Result<Vec<(String, CreateOutcome)>, KafkaError> {
+    let admin = admin_client(settings)?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new_topics, &admin_options())
+        .await
+        .map_err(|source| KafkaError::Unreachable {
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(topic) => Ok((topic, CreateOutcome::Created)),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                Ok((topic, CreateOutcome::AlreadyExisted))
+            }
+            Err((topic, code)) => Err(KafkaError::CreateTopic { topic, code }),
+        })
+        .collect()
+}
+
+/// Deletes a topic; a topic that is already gone is not an error.
+pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
+    let admin = admin_client(settings)?;
+    let results = admin
+        .delete_topics(&[topic], &admin_options())
+        .await
+        .map_err(|source| KafkaError::Unreachable {
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(KafkaError::DeleteTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Partitions and watermarks of one topic, or of every non-internal topic when `topic` is None.
+pub async fn describe_topics(
+    settings: &KafkaSettings,
+    topic: Option<&str>,
+) -> Result<Vec<TopicInfo>, KafkaError> {
+    let consumer = metadata_consumer(settings)?;
+    let brokers = settings.brokers.clone();
+    let topic = topic.map(str::to_string);
+    blocking(move || describe_blocking(&consumer, &brokers, topic.as_deref())).await
+}
+
+/// Runs librdkafka's blocking metadata calls off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("Kafka metadata task panicked")
+}
+
+/// A consumer without a group, used only for metadata and watermark requests.
+pub(crate) fn metadata_consumer(settings: &KafkaSettings) -> Result<BaseConsumer, KafkaError> {
+    settings
+        .client_config()
+        .create()
+        .map_err(KafkaError::client("creating a Kafka client"))
+}
+
+pub(crate) fn describe_blocking(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topic: Option<&str>,
+) -> Result<Vec<TopicInfo>, KafkaError> {
+    let metadata = consumer
+        .fetch_metadata(topic, REQUEST_TIMEOUT)
+        .map_err(|source| KafkaError::Unreachable {
+            brokers: brokers.to_string(),
+            source,
+        })?;
+    let mut topics = Vec::new();
+    for t in metadata.topics() {
+        if topic.is_none() && t.name().starts_with("__") {
+            continue; // broker-internal topics such as __consumer_offsets
+        }
+        if t.error().is_some() || (topic.is_some() && t.partitions().is_empty()) {
+            return Err(KafkaError::UnknownTopic {
+                topic: t.name().to_string(),
+            });
+        }
+        let mut partitions = Vec::with_capacity(t.partitions().len());
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(t.name(), p.id(), REQUEST_TIMEOUT)
+                .map_err(KafkaError::client(format!(
+                    "reading the watermarks of {}/{}",
+                    t.name(),
+                    p.id()
+                )))?;
+            partitions.push(PartitionInfo {
+                id: p.id(),
+                leader: p.leader(),
+                low,
+                high,
+            });
+        }
+        partitions.sort_by_key(|p| p.id);
+        topics.push(TopicInfo {
+            name: t.name().to_string(),
+            partitions,
+        });
+    }
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(topics)
+}
+
+fn admin_client(
+    settings: &KafkaSettings,
+) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    settings
+        .client_config()
+        .create()
+        .map_err(KafkaError::client("creating a Kafka admin client"))
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+}

@@ -1,0 +1,46 @@
+//! Errors from the Kafka side, with the context a user needs to act on them.
+
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::types::RDKafkaErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error(
+        "cannot reach Kafka at {brokers} ({source}); is the broker running? `just up` starts a local one, \
+         KAFKA_BROKERS points elsewhere"
+    )]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("topic `{topic}` does not exist; create it with `etl topics create {topic}`")]
+    UnknownTopic { topic: String },
+    #[error("creating topic `{topic}` failed: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("deleting topic `{topic}` failed: {code}")]
+    DeleteTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("consumer group `{group}` has no committed offsets{known}")]
+    UnknownGroup { group: String, known: String },
+    #[error("writing output failed: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("Kafka request failed while {context}: {source}")]
+    Client {
+        context: String,
+        #[source]
+        source: ClientError,
+    },
+}
+
+impl KafkaError {
+    pub(crate) fn client(context: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
+        let context = context.into();
+        move |source| Self::Client { context, source }
+    }
+}

@@ -1,0 +1,10 @@
+//! `etl`: monthly CSV files and a Kafka transaction stream into a PostgreSQL star schema.
+//!
+//! The binary in `src/main.rs` only parses and dispatches; everything it runs lives here so that
+//! the integration tests in `tests/it/` call the same code.
+
+pub mod cli;
+pub mod db;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,180 @@
+//! Shared test plumbing: where the services are, and a fresh database or topic per test.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use etl::db::redact_url;
+use etl::kafka::KafkaSettings;
+use etl::kafka::admin::{self, TopicSpec};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Service addresses: the environment wins, then `.local/services.env` written by `just up`,
+/// then the defaults `just up` uses.
+pub struct Services {
+    pub database_url: String,
+    pub kafka_brokers: String,
+}
+
+pub fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/services.env");
+        let written: HashMap<String, String> = dotenvy::from_path_iter(&file)
+            .map(|vars| vars.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        let get = |key: &str, default: &str| {
+            std::env::var(key)
+                .ok()
+                .or_else(|| written.get(key).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Services {
+            database_url: get("DATABASE_URL", etl::db::DEFAULT_DATABASE_URL),
+            kafka_brokers: get("KAFKA_BROKERS", etl::kafka::config::DEFAULT_BROKERS),
+        }
+    })
+}
+
+pub fn kafka() -> KafkaSettings {
+    KafkaSettings::new(&services().kafka_brokers)
+}
+
+const START_SERVICES: &str = "start the local services with `just up` (or point DATABASE_URL and \
+                              KAFKA_BROKERS at running ones)";
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    format!("{}/{database}{query}", &base[..path_start])
+}
+
+async fn admin_connection() -> PgConnection {
+    let url = &services().database_url;
+    PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {}: {e}\n{START_SERVICES}",
+            redact_url(url)
+        )
+    })
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// A fresh database with every migration applied.
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        etl::db::migrate::migrate(&db.url)
+            .await
+            .expect("migrating a fresh test database");
+        db
+    }
+
+    /// A fresh database with nothing in it.
+    pub async fn empty() -> Self {
+        let name = format!("etl_test_{}", Uuid::new_v4().simple());
+        let mut admin = admin_connection().await;
+        sqlx::raw_sql(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .await
+            .expect("creating a test database");
+        let url = with_database(&services().database_url, &name);
+        let pool = etl::db::connect(&url, 5)
+            .await
+            .expect("connecting to the test database");
+        Self { name, url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
+        run_detached(async move {
+            let mut admin = admin_connection().await;
+            if let Err(e) = sqlx::raw_sql(&sql).execute(&mut admin).await {
+                eprintln!("warning: {sql} failed: {e}");
+            }
+        });
+    }
+}
+
+/// A topic of its own for one test (UUID name), deleted when the value is dropped.
+pub struct TestTopic {
+    pub name: String,
+}
+
+impl TestTopic {
+    pub async fn new(partitions: i32) -> Self {
+        let name = format!("it-{}", Uuid::new_v4().simple());
+        admin::create_topics(&kafka(), &[TopicSpec::new(&name, partitions)])
+            .await
+            .unwrap_or_else(|e| panic!("creating topic {name}: {e}\n{START_SERVICES}"));
+        Self { name }
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(async move {
+            if let Err(e) = admin::delete_topic(&kafka(), &name).await {
+                eprintln!("warning: deleting topic {name} failed: {e}");
+            }
+        });
+    }
+}
+
+/// Drop cannot be async and may run inside a runtime, so cleanup gets a thread and runtime of its own.
+fn run_detached(work: impl Future<Output = ()> + Send + 'static) {
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(work);
+    });
+    let _ = handle.join();
+}
+
+/// Runs the `etl` binary with the test services in its environment; returns (success, stdout, stderr).
+pub fn run_etl(args: &[&str], database_url: Option<&str>) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(args)
+        .env(
+            "DATABASE_URL",
+            database_url.unwrap_or(&services().database_url),
+        )
+        .env("KAFKA_BROKERS", &services().kafka_brokers)
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("running the etl binary");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn database_name_is_replaced_and_query_kept() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/etl?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, real PostgreSQL and a real Kafka-protocol broker.
+//! Start them with `just up`; every test makes its own database and topics and drops them.
+
+mod compose_file;
+mod helpers;
+mod kafka_roundtrip;
+mod migrate;
+mod postgres_roundtrip;
+mod topics;
