@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod db;
+pub mod domain;
+pub mod generate;
 pub mod kafka;
 pub mod shutdown;
 pub mod telemetry;

@@ -128,7 +128,7 @@ impl Command {
                     idle_timeout: Duration::from_secs(15),
                 };
                 let json = args.json;
-                let mut stdout = std::io::stdout().lock();
+                let mut stdout = std::io::stdout();
                 let mut print = |m: &TailedMessage| {
                     if json {
                         writeln!(stdout, "{}", m.render_json())

@@ -27,10 +27,3 @@ pub enum DbError {
         source: sqlx::Error,
     },
 }
-
-impl DbError {
-    pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
-        let context = context.into();
-        move |source| Self::Query { context, source }
-    }
-}

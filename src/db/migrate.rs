@@ -44,12 +44,14 @@ pub async fn migrate(url: &str) -> Result<Vec<Applied>, DbError> {
         .map_err(|e| fail(Box::new(e)))?;
     // Under the lock: the history table's schema must exist before refinery creates the table.
     let report = match client.batch_execute("CREATE SCHEMA IF NOT EXISTS etl").await {
-        Ok(()) => embedded::migrations::runner()
-            .set_migration_table_name(HISTORY_TABLE)
-            .set_abort_divergent(true)
-            .run_async(&mut client)
-            .await
-            .map_err(|e| fail(Box::new(e))),
+        Ok(()) => {
+            let mut runner = embedded::migrations::runner().set_abort_divergent(true);
+            runner.set_migration_table_name(HISTORY_TABLE);
+            runner
+                .run_async(&mut client)
+                .await
+                .map_err(|e| fail(Box::new(e)))
+        }
         Err(e) => Err(fail(Box::new(e))),
     };
     // The lock ends with the session anyway; unlocking explicitly just frees it sooner.

@@ -88,7 +88,8 @@ impl TestDb {
     pub async fn empty() -> Self {
         let name = format!("etl_test_{}", Uuid::new_v4().simple());
         let mut admin = admin_connection().await;
-        sqlx::raw_sql(&format!(r#"CREATE DATABASE "{name}""#))
+        // The name is ours (a UUID), so formatting it into the statement is safe.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
             .execute(&mut admin)
             .await
             .expect("creating a test database");
@@ -105,7 +106,7 @@ impl Drop for TestDb {
         let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
         run_detached(async move {
             let mut admin = admin_connection().await;
-            if let Err(e) = sqlx::raw_sql(&sql).execute(&mut admin).await {
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await {
                 eprintln!("warning: {sql} failed: {e}");
             }
         });

@@ -1,0 +1,1 @@
+//! Seeded fake-data generators: pure iterators, the same seed always gives the same data.
