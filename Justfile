@@ -35,6 +35,7 @@ demo: up
 
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up
+    scripts/services.sh test-broker
     {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --no-fail-fast; \
     else \

@@ -4,6 +4,7 @@
 #   scripts/services.sh install   install what is missing (PostgreSQL binaries, tansu)
 #   scripts/services.sh up        start both (idempotent), create the database, write .local/services.env
 #   scripts/services.sh down      stop only what `up` started (idempotent)
+#   scripts/services.sh test-broker  recreate the integration tests' broker, empty (local path only)
 #   scripts/services.sh status    say what runs where
 #
 # With a Docker engine that answers, `up` runs kafka-docker-compose.yml (Apache Kafka, PostgreSQL,
@@ -23,6 +24,8 @@ POSTGRES_OS_USER=${POSTGRES_OS_USER:-postgres}
 KAFKA_HOST=${KAFKA_HOST:-127.0.0.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFDROP_PORT=${KAFDROP_PORT:-9000}
+# The integration tests' own broker on the local path (see tansu_up).
+KAFKA_TEST_PORT=${KAFKA_TEST_PORT:-9192}
 TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 COMPOSE_FILE=$ROOT/kafka-docker-compose.yml
 SERVICES_ENV=$LOCAL_DIR/services.env
@@ -169,40 +172,60 @@ install_tansu() {
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore
 }
 
-tansu_pid() { local f=$LOCAL_DIR/tansu/tansu.pid; [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
+# Two brokers run on the local path: `tansu` for the demo and your own use, and `tansu-test`, which
+# the integration tests use and which `test-broker` recreates empty before each test run. Tests
+# never delete their topics on it: tansu 0.6 (SQLite storage) loses track of producer state after
+# a DeleteTopics and then panics on a later produce, taking the broker down.
 
-tansu_up() {
-  if tansu_pid >/dev/null; then
-    say "tansu already running (pid $(tansu_pid))"
-  elif port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    say "port $KAFKA_HOST:$KAFKA_PORT is taken by a broker we did not start; using it as it is"
+tansu_pid() { # instance
+  local f=$LOCAL_DIR/$1/tansu.pid
+  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
+}
+
+tansu_up() { # instance port
+  local instance=$1 port=$2 dir=$LOCAL_DIR/$1
+  if tansu_pid "$instance" >/dev/null; then
+    say "$instance already running (pid $(tansu_pid "$instance"))"
+  elif port_open "$KAFKA_HOST" "$port"; then
+    say "port $KAFKA_HOST:$port is taken by a broker we did not start; using it as it is"
     return
   else
     local bin; bin=$(tansu_bin) || die "tansu is not installed; run: scripts/services.sh install"
-    mkdir -p "$LOCAL_DIR/tansu"
-    say "starting tansu on $KAFKA_HOST:$KAFKA_PORT (log in $LOCAL_DIR/tansu/tansu.db)"
+    mkdir -p "$dir"
+    say "starting $instance on $KAFKA_HOST:$port (log in $dir/tansu.db)"
     # The storage path is resolved against the working directory; setsid keeps the broker out of
     # the caller's process group, so a Ctrl-C in the shell that ran `just up` does not reach it.
-    (cd "$LOCAL_DIR/tansu" && RUST_LOG=${TANSU_LOG:-warn} setsid nohup "$bin" broker \
-      --cluster-id etl \
-      --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >>tansu.log 2>&1 </dev/null &
-      echo $! >tansu.pid)
+    (
+      cd "$dir"
+      RUST_LOG=${TANSU_LOG:-warn} setsid nohup "$bin" broker \
+        --cluster-id etl \
+        --listener-url "tcp://$KAFKA_HOST:$port" \
+        --advertised-listener-url "tcp://$KAFKA_HOST:$port" \
+        --storage-engine "sqlite://tansu.db" >>tansu.log 2>&1 </dev/null &
+      echo $! >tansu.pid
+    )
   fi
-  wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" tansu 60 "$(tansu_pid || true)" ||
-    { tail -n 20 "$LOCAL_DIR/tansu/tansu.log" >&2; die "tansu did not start (log: $LOCAL_DIR/tansu/tansu.log)"; }
+  wait_for_port "$KAFKA_HOST" "$port" "$instance" 60 "$(tansu_pid "$instance" || true)" ||
+    { tail -n 20 "$dir/tansu.log" >&2; die "$instance did not start (log: $dir/tansu.log)"; }
 }
 
-tansu_down() {
+tansu_down() { # instance
   local pid
-  if pid=$(tansu_pid); then
+  if pid=$(tansu_pid "$1"); then
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    say "stopped tansu"
+    say "stopped $1"
   fi
-  rm -f "$LOCAL_DIR/tansu/tansu.pid"
+  rm -f "$LOCAL_DIR/$1/tansu.pid"
+}
+
+# A fresh, empty test broker: stop it, drop its storage, start it again.
+cmd_test_broker() {
+  [[ $(cat "$LOCAL_DIR/mode" 2>/dev/null) == local ]] || return 0
+  tansu_down tansu-test
+  rm -f "$LOCAL_DIR"/tansu-test/tansu.db*
+  tansu_up tansu-test "$KAFKA_TEST_PORT"
 }
 
 # ---------------------------------------------------------------- Docker path
@@ -224,10 +247,17 @@ docker_up() {
 # ---------------------------------------------------------------- commands
 
 write_env() {
+  local test_brokers=$KAFKA_HOST:$KAFKA_PORT keep_topics=0
+  if [[ $(cat "$LOCAL_DIR/mode") == local ]]; then
+    test_brokers=$KAFKA_HOST:$KAFKA_TEST_PORT keep_topics=1
+  fi
   cat >"$SERVICES_ENV" <<ENV
 # Written by scripts/services.sh up: where the local services answer. Tests and the Justfile read it.
 DATABASE_URL=postgres://$POSTGRES_USER@$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB
 KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT
+# The integration tests' broker, and whether tests leave their topics (tansu: yes, see tansu_up).
+ETL_TEST_KAFKA_BROKERS=$test_brokers
+ETL_TEST_KEEP_TOPICS=$keep_topics
 ENV
 }
 
@@ -240,7 +270,8 @@ cmd_up() {
     install_tansu
     echo local >"$LOCAL_DIR/mode"
     pg_up
-    tansu_up
+    tansu_up tansu "$KAFKA_PORT"
+    tansu_up tansu-test "$KAFKA_TEST_PORT"
   fi
   write_env
   say "ready: $(grep -v '^#' "$SERVICES_ENV" | tr '\n' ' ')"
@@ -251,7 +282,8 @@ cmd_down() {
   if [[ $(cat "$LOCAL_DIR/mode" 2>/dev/null) == docker ]]; then
     compose down
   else
-    tansu_down
+    tansu_down tansu
+    tansu_down tansu-test
     pg_down
   fi
   rm -f "$LOCAL_DIR/mode"
@@ -261,12 +293,14 @@ cmd_status() {
   pg_locate
   echo "mode:       $(cat "$LOCAL_DIR/mode" 2>/dev/null || echo stopped)"
   echo "postgres:   $POSTGRES_HOST:$POSTGRES_PORT $(port_open "$POSTGRES_HOST" "$POSTGRES_PORT" && echo up || echo down) (data $PG_DATA)"
-  echo "kafka:      $KAFKA_HOST:$KAFKA_PORT $(port_open "$KAFKA_HOST" "$KAFKA_PORT" && echo up || echo down) (tansu pid $(tansu_pid || echo -))"
+  echo "kafka:      $KAFKA_HOST:$KAFKA_PORT $(port_open "$KAFKA_HOST" "$KAFKA_PORT" && echo up || echo down) (tansu pid $(tansu_pid tansu || echo -))"
+  echo "test kafka: $KAFKA_HOST:$KAFKA_TEST_PORT $(port_open "$KAFKA_HOST" "$KAFKA_TEST_PORT" && echo up || echo down) (tansu pid $(tansu_pid tansu-test || echo -))"
 }
 
 case ${1:-} in
   install) install_postgres; docker_engine || install_tansu ;;
   up) cmd_up ;;
+  test-broker) cmd_test_broker ;;
   down) cmd_down ;;
   status) cmd_status ;;
   *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;

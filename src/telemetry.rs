@@ -1,6 +1,11 @@
 //! Logging setup. Logs go to stderr so that command output on stdout stays pipeable.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
+
+/// Used when `RUST_LOG` is unset: our own info, only warnings from chatty dependencies.
+const DEFAULT_FILTER: &str = "info,refinery_core=warn,tokio_postgres=warn,sqlx=warn";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -14,8 +19,12 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`); calling it twice is harmless.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

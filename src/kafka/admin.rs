@@ -54,32 +54,59 @@ impl TopicInfo {
 }
 
 /// Creates each topic that does not exist yet; an existing topic is left alone (idempotent).
+///
+/// Existing topics are found through metadata first and never sent to CreateTopics: tansu 0.6
+/// (SQLite storage) leaves a pooled connection inside a stale transaction after answering
+/// TopicAlreadyExists, and a later produce on that connection brings its storage down.
 pub async fn create_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<Vec<(String, CreateOutcome)>, KafkaError> {
-    let admin = admin_client(settings)?;
-    let new_topics: Vec<NewTopic<'_>> = specs
-        .iter()
-        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let results = admin
-        .create_topics(&new_topics, &admin_options())
-        .await
-        .map_err(|source| KafkaError::Unreachable {
-            brokers: settings.brokers.clone(),
-            source,
-        })?;
-    results
+    let consumer = metadata_consumer(settings)?;
+    let brokers = settings.brokers.clone();
+    let existing: Vec<String> = blocking(move || describe_blocking(&consumer, &brokers, None))
+        .await?
         .into_iter()
-        .map(|result| match result {
-            Ok(topic) => Ok((topic, CreateOutcome::Created)),
-            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                Ok((topic, CreateOutcome::AlreadyExisted))
+        .map(|t| t.name)
+        .collect();
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains(&s.name))
+        .collect();
+    let mut created = Vec::new();
+    if !missing.is_empty() {
+        let admin = admin_client(settings)?;
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let results = admin
+            .create_topics(&new_topics, &admin_options())
+            .await
+            .map_err(|source| KafkaError::Unreachable {
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+        for result in results {
+            match result {
+                Ok(topic) => created.push(topic),
+                // Someone else created it between our metadata request and ours: fine.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, code }),
             }
-            Err((topic, code)) => Err(KafkaError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(specs
+        .iter()
+        .map(|s| {
+            let outcome = if created.contains(&s.name) {
+                CreateOutcome::Created
+            } else {
+                CreateOutcome::AlreadyExisted
+            };
+            (s.name.clone(), outcome)
         })
-        .collect()
+        .collect())
 }
 
 /// Deletes a topic; a topic that is already gone is not an error.
@@ -176,9 +203,7 @@ pub(crate) fn describe_blocking(
     Ok(topics)
 }
 
-fn admin_client(
-    settings: &KafkaSettings,
-) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
     settings
         .client_config()
         .create()

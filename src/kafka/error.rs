@@ -26,8 +26,11 @@ pub enum KafkaError {
         topic: String,
         code: RDKafkaErrorCode,
     },
-    #[error("consumer group `{group}` has no committed offsets{known}")]
-    UnknownGroup { group: String, known: String },
+    #[error(
+        "consumer group `{group}` has no committed offsets on any topic; check the name \
+         (the sink's group is `etl-sink` unless --group or KAFKA_GROUP says otherwise)"
+    )]
+    UnknownGroup { group: String },
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
     #[error("Kafka request failed while {context}: {source}")]

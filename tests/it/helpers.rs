@@ -11,10 +11,13 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Service addresses: the environment wins, then `.local/services.env` written by `just up`,
-/// then the defaults `just up` uses.
+/// then the defaults `just up` uses. Kafka is the tests' own broker (`ETL_TEST_KAFKA_BROKERS`)
+/// when there is one: on tansu, tests must not delete topics (see scripts/services.sh), so they
+/// run on a broker that `just test` recreates empty, and the demo's broker stays clean.
 pub struct Services {
     pub database_url: String,
     pub kafka_brokers: String,
+    pub keep_topics: bool,
 }
 
 pub fn services() -> &'static Services {
@@ -24,15 +27,19 @@ pub fn services() -> &'static Services {
         let written: HashMap<String, String> = dotenvy::from_path_iter(&file)
             .map(|vars| vars.filter_map(Result::ok).collect())
             .unwrap_or_default();
-        let get = |key: &str, default: &str| {
+        let lookup = |key: &str| {
             std::env::var(key)
                 .ok()
                 .or_else(|| written.get(key).cloned())
-                .unwrap_or_else(|| default.to_string())
+                .filter(|v| !v.is_empty())
         };
         Services {
-            database_url: get("DATABASE_URL", etl::db::DEFAULT_DATABASE_URL),
-            kafka_brokers: get("KAFKA_BROKERS", etl::kafka::config::DEFAULT_BROKERS),
+            database_url: lookup("DATABASE_URL")
+                .unwrap_or_else(|| etl::db::DEFAULT_DATABASE_URL.into()),
+            kafka_brokers: lookup("ETL_TEST_KAFKA_BROKERS")
+                .or_else(|| lookup("KAFKA_BROKERS"))
+                .unwrap_or_else(|| etl::kafka::config::DEFAULT_BROKERS.into()),
+            keep_topics: lookup("ETL_TEST_KEEP_TOPICS").is_some_and(|v| v == "1"),
         }
     })
 }
@@ -106,7 +113,10 @@ impl Drop for TestDb {
         let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
         run_detached(async move {
             let mut admin = admin_connection().await;
-            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await {
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut admin)
+                .await
+            {
                 eprintln!("warning: {sql} failed: {e}");
             }
         });
@@ -130,6 +140,9 @@ impl TestTopic {
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
+        if services().keep_topics {
+            return; // the test broker is recreated empty before each run instead
+        }
         let name = self.name.clone();
         run_detached(async move {
             if let Err(e) = admin::delete_topic(&kafka(), &name).await {

@@ -4,6 +4,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
+use etl::kafka::admin::{self, TopicSpec};
+
 use crate::helpers::{TestTopic, kafka, run_etl};
 use crate::kafka_roundtrip::produce_keyed;
 
@@ -23,7 +25,13 @@ async fn tail_shows_the_newest_messages_with_key_and_headers() {
         assert!(line.contains(" key=user-"), "{line}");
         assert!(line.contains("headers=[seq="), "{line}");
     }
-    assert_eq!(stdout.lines().filter(|l| l.starts_with(r#"{"seq":"#)).count(), 5);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(r#"{"seq":"#))
+            .count(),
+        5
+    );
 
     let (ok, stdout, stderr) = run_etl(
         &["topics", "tail", &topic.name, "--from-beginning", "--json"],
@@ -35,6 +43,26 @@ async fn tail_shows_the_newest_messages_with_key_and_headers() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(messages.len(), 20, "the whole topic from the beginning");
+}
+
+/// The acceptance check as a user types it: `etl topics tail transactions --max 5` on the
+/// standard topic (of the test broker, which only this test writes to).
+#[tokio::test]
+async fn tail_of_the_transactions_topic_shows_what_a_test_produced() {
+    let specs = [TopicSpec::new("transactions", 3)];
+    admin::create_topics(&kafka(), &specs).await.unwrap();
+    produce_keyed("transactions", 5).await;
+
+    let (ok, stdout, stderr) = run_etl(&["topics", "tail", "transactions", "--max", "5"], None);
+    assert!(ok, "{stderr}");
+    let mut seqs: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with("transactions/"))
+        .filter_map(|l| l.split("headers=[seq=").nth(1))
+        .map(|rest| rest.trim_end_matches(']').to_string())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, ["0", "1", "2", "3", "4"], "{stdout}");
 }
 
 #[tokio::test]
@@ -53,9 +81,15 @@ async fn create_is_idempotent_and_list_shows_partitions_and_offsets() {
     assert!(stdout.contains(&format!("{name}: created")), "{stdout}");
     // Adopt it so that it is deleted at the end whatever happens below.
     let topic = TestTopic { name };
-    let (ok, stdout, stderr) = run_etl(&["topics", "create", &topic.name, "--partitions", "2"], None);
+    let (ok, stdout, stderr) = run_etl(
+        &["topics", "create", &topic.name, "--partitions", "2"],
+        None,
+    );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains(&format!("{}: exists", topic.name)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}: exists", topic.name)),
+        "{stdout}"
+    );
 
     produce_keyed(&topic.name, 10).await;
     let (ok, stdout, stderr) = run_etl(&["topics", "list", &topic.name], None);
