@@ -8,6 +8,7 @@ use crate::kafka::config::{DEFAULT_BROKERS, parse_override};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connections and logging (every command)")]
 pub struct GlobalArgs {
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/etl?sslmode=require
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true,
