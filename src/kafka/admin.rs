@@ -83,10 +83,7 @@ pub async fn create_topics(
         let results = admin
             .create_topics(&new_topics, &admin_options())
             .await
-            .map_err(|source| KafkaError::Unreachable {
-                brokers: settings.brokers.clone(),
-                source,
-            })?;
+            .map_err(KafkaError::unreachable(&settings.brokers))?;
         for result in results {
             match result {
                 Ok(topic) => created.push(topic),
@@ -115,10 +112,7 @@ pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), K
     let results = admin
         .delete_topics(&[topic], &admin_options())
         .await
-        .map_err(|source| KafkaError::Unreachable {
-            brokers: settings.brokers.clone(),
-            source,
-        })?;
+        .map_err(KafkaError::unreachable(&settings.brokers))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
@@ -163,10 +157,7 @@ pub(crate) fn describe_blocking(
 ) -> Result<Vec<TopicInfo>, KafkaError> {
     let metadata = consumer
         .fetch_metadata(topic, REQUEST_TIMEOUT)
-        .map_err(|source| KafkaError::Unreachable {
-            brokers: brokers.to_string(),
-            source,
-        })?;
+        .map_err(KafkaError::unreachable(brokers))?;
     let mut topics = Vec::new();
     for t in metadata.topics() {
         if topic.is_none() && t.name().starts_with("__") {

@@ -42,6 +42,11 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    pub(crate) fn unreachable(brokers: &str) -> impl FnOnce(ClientError) -> Self {
+        let brokers = brokers.to_string();
+        move |source| Self::Unreachable { brokers, source }
+    }
+
     pub(crate) fn client(context: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
         let context = context.into();
         move |source| Self::Client { context, source }
