@@ -145,7 +145,7 @@ pub fn write_month(
 
 /// Moving the bar every row costs more than the row; every 4096 rows is smooth enough.
 fn tick(progress: &ProgressBar, position: u64) {
-    if position % 4096 == 0 {
+    if position.is_multiple_of(4096) {
         progress.set_position(position);
     }
 }
@@ -197,7 +197,7 @@ fn read_prior_users(
             (month < options.month).then(|| (month, entry.path()))
         })
         .collect();
-    earlier.sort_by(|a, b| b.0.cmp(&a.0));
+    earlier.sort_by_key(|(month, _)| std::cmp::Reverse(*month));
     let mut builder = PriorUsersBuilder::new(options);
     for (_, path) in earlier {
         let file = File::open(&path).map_err(|source| GenerateError::ReadPrior {
