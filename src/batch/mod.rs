@@ -1,5 +1,6 @@
 //! CSV landing of the monthly files (DESIGN §3 into §5) with polars.
 
+pub mod bench;
 pub mod copy_text;
 pub mod error;
 pub mod load;

@@ -1,5 +1,6 @@
 //! Command-line interface: global settings plus one file per subcommand.
 
+pub mod bench;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
@@ -32,6 +33,9 @@ pub enum Command {
     GenerateMonthly(generate_monthly::Args),
     /// Validate the monthly CSV files and land them in users_raw / transactions_batch_raw.
     LoadBatch(load_batch::Args),
+    /// Benchmarks that are not tests: `etl bench batch`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
     #[command(subcommand)]
     Topics(topics::Command),
@@ -43,6 +47,7 @@ impl Cli {
             Command::Migrate(args) => args.run(&self.global).await,
             Command::GenerateMonthly(args) => args.run().await,
             Command::LoadBatch(args) => args.run(&self.global).await,
+            Command::Bench(bench) => bench.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
         }
     }
