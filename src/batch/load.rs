@@ -210,12 +210,15 @@ pub async fn load_file(
     }
 
     // Parsing is CPU work: off the async threads, and before the transaction so it stays short.
+    let parse_started = std::time::Instant::now();
     let parsed = {
         let (kind, name, data) = (file.kind, name.clone(), data);
         tokio::task::spawn_blocking(move || parse_file(kind, &name, &data))
             .await
             .expect("the parser does not panic")?
     };
+    let parse_seconds = parse_started.elapsed().as_secs_f64();
+    let write_started = std::time::Instant::now();
 
     let mut tx = pool
         .begin()
@@ -271,6 +274,8 @@ pub async fn load_file(
         rows_loaded = parsed.rows_loaded,
         rows_rejected = parsed.rows_rejected,
         reloaded = replacing,
+        parse_seconds,
+        write_seconds = write_started.elapsed().as_secs_f64(),
         "landed batch file"
     );
     Ok(FileOutcome {
