@@ -385,7 +385,7 @@ fn file_size(parsed: &ParsedFile, path: &Path) -> u64 {
 
 /// The advisory lock key of a file name: the first 8 bytes of a SHA-256, namespaced so that it
 /// cannot collide with the migration lock.
-fn lock_key(name: &str) -> i64 {
+pub fn lock_key(name: &str) -> i64 {
     let digest = Sha256::digest(format!("etl.load-batch:{name}"));
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }

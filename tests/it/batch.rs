@@ -12,6 +12,7 @@ use etl::generate::files::{MonthlyReport, write_month};
 use etl::generate::monthly::{Month, MonthlyOptions, restated_count};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
+use sqlx::Connection;
 use tempfile::TempDir;
 
 use crate::helpers::{TestDb, run_etl};
@@ -534,5 +535,67 @@ async fn the_commands_end_to_end_with_exit_codes() {
     assert!(
         !ok && stderr.contains("no batch file for 2025-06"),
         "{stderr}"
+    );
+}
+
+/// The race itself, made certain: both loaders are parked on the file's advisory lock (seen in
+/// `pg_locks`, no sleeps) before it is released; exactly one of them lands the file.
+#[tokio::test]
+async fn loaders_waiting_on_the_same_file_land_it_once() {
+    let dir = TempDir::new().unwrap();
+    let report = generate(dir.path(), &options(1));
+    let db = TestDb::migrated().await;
+    let file = etl::batch::BatchFile::from_path(&report.users_file).unwrap();
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(etl::batch::load::lock_key(&file.name()))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, file) = (db.pool.clone(), file.clone());
+            tokio::spawn(async move { etl::batch::load_file(&pool, &file, false).await })
+        })
+        .collect();
+    // Only this test's database: other tests and migrations take advisory locks too.
+    let both_waiting = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+            if waiting == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), both_waiting)
+        .await
+        .expect("both loaders should reach the file's advisory lock");
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut statuses = Vec::new();
+    for loader in loaders {
+        statuses.push(loader.await.unwrap().unwrap().status);
+    }
+    assert!(statuses.contains(&FileStatus::Loaded), "{statuses:?}");
+    assert!(
+        statuses.contains(&FileStatus::AlreadyLoaded {
+            as_name: file.name()
+        }),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM public.users_raw").await,
+        400
     );
 }
