@@ -1,10 +1,13 @@
 //! `etl load-batch`
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
+use indicatif::{ProgressBar, ProgressDrawTarget};
 
-use crate::batch::{LoadOptions, load_all};
+use crate::batch::{LoadOptions, find_files, load_file};
 use crate::db;
 use crate::generate::monthly::Month;
 
@@ -38,7 +41,13 @@ impl Args {
             month: self.month,
             reload: self.reload,
         };
-        let outcomes = load_all(&pool, &options).await?;
+        let files = find_files(&options)?;
+        let mut outcomes = Vec::with_capacity(files.len());
+        for file in &files {
+            let spinner = spinner(format!("loading {}", file.path.display()));
+            outcomes.push(load_file(&pool, file, options.reload).await);
+            spinner.finish_and_clear();
+        }
         if outcomes.is_empty() {
             println!("{}: no monthly files to load", options.dir.display());
         }
@@ -60,4 +69,15 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// A spinner on stderr while a file loads, when a person watches; nothing otherwise.
+fn spinner(message: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner().with_message(message);
+    spinner.set_draw_target(ProgressDrawTarget::stderr());
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
 }
