@@ -18,7 +18,7 @@ pub const TRANSACTIONS_RAW_COLUMNS: &str = r#""tx_id", "user_id", "amount", "cur
 pub const REJECT_COLUMNS: &str =
     r#""source_file", "source_line", "column_name", "reason", "raw_line""#;
 
-/// Appends `value` escaped for COPY text format.
+/// Appends `value` escaped for COPY text format (a NUL becomes U+FFFD, the replacement character).
 pub fn text(out: &mut Vec<u8>, value: &str) {
     for byte in value.bytes() {
         match byte {
@@ -26,6 +26,8 @@ pub fn text(out: &mut Vec<u8>, value: &str) {
             b'\t' => out.extend_from_slice(b"\\t"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
+            // PostgreSQL text cannot hold NUL; only a rejected row's raw text can contain one.
+            0 => out.extend_from_slice("\u{FFFD}".as_bytes()),
             other => out.push(other),
         }
     }
@@ -119,6 +121,9 @@ mod tests {
         let mut out = Vec::new();
         text(&mut out, "a\tb\\c\nd\re");
         assert_eq!(out, b"a\\tb\\\\c\\nd\\re");
+        let mut out = Vec::new();
+        text(&mut out, "a\0b");
+        assert_eq!(String::from_utf8(out).unwrap(), "a\u{FFFD}b");
     }
 
     #[test]

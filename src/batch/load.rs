@@ -189,6 +189,7 @@ pub async fn load_file(
             source,
         })?;
     let hash = hex(&Sha256::digest(&data));
+    let size_bytes = i64::try_from(data.len()).unwrap_or(i64::MAX);
     let db_error = |context: &'static str| {
         let name = name.clone();
         move |source: sqlx::Error| BatchError::Database {
@@ -261,7 +262,7 @@ pub async fn load_file(
     .bind(file.kind.as_str())
     .bind(&hash)
     .bind(file.month.first_day())
-    .bind(i64::try_from(file_size(&parsed, &file.path)).unwrap_or(i64::MAX))
+    .bind(size_bytes)
     .bind(parsed.rows_loaded as i64)
     .bind(parsed.rows_rejected as i64)
     .execute(&mut *tx)
@@ -375,12 +376,6 @@ pub(crate) async fn copy_in(
         }
     }
     copy.finish().await.map(drop)
-}
-
-fn file_size(parsed: &ParsedFile, path: &Path) -> u64 {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .unwrap_or(parsed.rows_copy.len() as u64)
 }
 
 /// The advisory lock key of a file name: the first 8 bytes of a SHA-256, namespaced so that it

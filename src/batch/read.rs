@@ -242,6 +242,17 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_character_is_rejected_not_fatal() {
+        let with_nul = USER.replace("Ada", "A\0da");
+        let data = format!("{USERS_CSV_HEADER}\n{with_nul}\n{USER}\n");
+        let parsed = parse_file(BatchFileKind::Users, "u.csv", data.as_bytes()).unwrap();
+        assert_eq!((parsed.rows_loaded, parsed.rows_rejected), (1, 1));
+        let rejects = String::from_utf8(parsed.rejects_copy).unwrap();
+        assert!(rejects.contains("u.csv\t2\tfirst_name\t"), "{rejects}");
+        assert!(!rejects.contains('\0'));
+    }
+
+    #[test]
     fn a_wrong_header_is_an_error() {
         let data = format!("{TRANSACTIONS_CSV_HEADER}\n");
         let err = parse_file(BatchFileKind::Users, "u.csv", data.as_bytes()).unwrap_err();

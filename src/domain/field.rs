@@ -101,6 +101,14 @@ pub(crate) fn text(
     max_chars: usize,
 ) -> Result<String, FieldError> {
     let value = required(column, raw)?;
+    // PostgreSQL text cannot hold NUL; refusing the row here keeps the rest of the file loadable.
+    if value.contains('\0') {
+        return Err(FieldError::new(
+            column,
+            RejectKind::UnknownValue,
+            "contains a NUL character",
+        ));
+    }
     if value.chars().count() > max_chars {
         return Err(FieldError::new(
             column,
