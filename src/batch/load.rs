@@ -214,9 +214,14 @@ pub async fn load_file(
     let parse_started = std::time::Instant::now();
     let parsed = {
         let (kind, name, data) = (file.kind, name.clone(), data);
+        let file_name = name.clone();
         tokio::task::spawn_blocking(move || parse_file(kind, &name, &data))
             .await
-            .expect("the parser does not panic")?
+            .map_err(|e| BatchError::Parse {
+                file: file_name,
+                line: 1,
+                message: format!("the parser stopped: {e}"),
+            })??
     };
     let parse_seconds = parse_started.elapsed().as_secs_f64();
     let write_started = std::time::Instant::now();
