@@ -13,7 +13,7 @@ use crate::generate::monthly::Month;
 
 use super::BatchError;
 use super::copy_text::{REJECT_COLUMNS, TRANSACTIONS_RAW_COLUMNS, USERS_RAW_COLUMNS};
-use super::read::{BatchFileKind, ParsedFile, parse_file};
+use super::read::{BatchFileKind, ParsedFile, check_header, parse_file_streaming};
 
 /// Where the monthly files are unless `--dir` says otherwise.
 pub const DEFAULT_DIR: &str = "data/incoming";
@@ -210,21 +210,8 @@ pub async fn load_file(
         return Ok(outcome);
     }
 
-    // Parsing is CPU work: off the async threads, and before the transaction so it stays short.
-    let parse_started = std::time::Instant::now();
-    let parsed = {
-        let (kind, name, data) = (file.kind, name.clone(), data);
-        let file_name = name.clone();
-        tokio::task::spawn_blocking(move || parse_file(kind, &name, &data))
-            .await
-            .map_err(|e| BatchError::Parse {
-                file: file_name,
-                line: 1,
-                message: format!("the parser stopped: {e}"),
-            })??
-    };
-    let parse_seconds = parse_started.elapsed().as_secs_f64();
-    let write_started = std::time::Instant::now();
+    check_header(file.kind, &name, &data)?;
+    let started = std::time::Instant::now();
 
     let mut tx = pool
         .begin()
@@ -251,9 +238,11 @@ pub async fn load_file(
             .await
             .map_err(db_error("deleting the rows of the previous version"))?;
     }
-    write_rows(&mut tx, file.kind, &parsed)
+    let parsed = copy_while_parsing(&mut tx, file.kind, &name, data).await?;
+    let rejects_statement = format!("COPY etl.batch_rejects ({REJECT_COLUMNS}) FROM STDIN");
+    copy_in(&mut tx, &rejects_statement, &parsed.rejects_copy)
         .await
-        .map_err(db_error("copying rows"))?;
+        .map_err(db_error("copying rejects into etl.batch_rejects"))?;
     sqlx::query(
         "INSERT INTO etl.loaded_files \
            (file_name, file_kind, content_hash, file_month, size_bytes, rows_loaded, rows_rejected) \
@@ -280,8 +269,7 @@ pub async fn load_file(
         rows_loaded = parsed.rows_loaded,
         rows_rejected = parsed.rows_rejected,
         reloaded = replacing,
-        parse_seconds,
-        write_seconds = write_started.elapsed().as_secs_f64(),
+        seconds = started.elapsed().as_secs_f64(),
         "landed batch file"
     );
     Ok(FileOutcome {
@@ -348,20 +336,76 @@ async fn delete_rows(
     Ok(())
 }
 
-async fn write_rows(
+/// COPY text handed from the parser thread to the COPY at a time; two in flight at most.
+const COPY_CHUNK_BYTES: usize = 4 << 20;
+
+/// Parses on a blocking thread and streams the good rows into COPY as they come, so PostgreSQL
+/// ingests while the rest of the file is parsed. Returns the parse result (rejects included).
+async fn copy_while_parsing(
     conn: &mut PgConnection,
     kind: BatchFileKind,
-    parsed: &ParsedFile,
-) -> Result<(), sqlx::Error> {
-    let rows_statement = match kind {
+    name: &str,
+    data: Vec<u8>,
+) -> Result<ParsedFile, BatchError> {
+    let db_error = |context: &'static str| {
+        move |source: sqlx::Error| BatchError::Database {
+            file: name.to_string(),
+            context,
+            source,
+        }
+    };
+    let statement = match kind {
         BatchFileKind::Users => format!("COPY public.users_raw ({USERS_RAW_COLUMNS}) FROM STDIN"),
         BatchFileKind::Transactions => {
             format!("COPY public.transactions_batch_raw ({TRANSACTIONS_RAW_COLUMNS}) FROM STDIN")
         }
     };
-    copy_in(conn, &rows_statement, &parsed.rows_copy).await?;
-    let rejects_statement = format!("COPY etl.batch_rejects ({REJECT_COLUMNS}) FROM STDIN");
-    copy_in(conn, &rejects_statement, &parsed.rejects_copy).await
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let parser = {
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            parse_file_streaming(kind, &name, &data, COPY_CHUNK_BYTES, |chunk| {
+                chunks.blocking_send(chunk).is_ok()
+            })
+        })
+    };
+    let mut copy = conn
+        .copy_in_raw(&statement)
+        .await
+        .map_err(db_error("starting the COPY of rows"))?;
+    let mut send_failure = None;
+    while let Some(chunk) = received.recv().await {
+        if let Err(e) = copy.send(chunk).await {
+            send_failure = Some(e);
+            break;
+        }
+    }
+    // Closing the channel stops a parser that is still producing after a failed send.
+    drop(received);
+    let parsed = parser.await.map_err(|e| BatchError::Parse {
+        file: name.to_string(),
+        line: 1,
+        message: format!("the parser stopped: {e}"),
+    });
+    if let Some(e) = send_failure {
+        let _ = copy.abort("sending rows failed").await;
+        return Err(db_error("copying rows")(e));
+    }
+    let parsed = match parsed.and_then(|p| p) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = copy.abort("the file could not be parsed").await;
+            return Err(e);
+        }
+    };
+    if !parsed.rows_copy.is_empty()
+        && let Err(e) = copy.send(parsed.rows_copy.as_slice()).await
+    {
+        let _ = copy.abort("sending rows failed").await;
+        return Err(db_error("copying rows")(e));
+    }
+    copy.finish().await.map_err(db_error("copying rows"))?;
+    Ok(parsed)
 }
 
 /// Streams COPY text in 1 MiB pieces.

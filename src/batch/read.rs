@@ -87,8 +87,44 @@ impl ParsedFile {
     }
 }
 
-/// Parses and validates `data`, the content of the file named `file`.
+/// Checks the first line only: cheap, so a wrong file fails before any database work starts.
+pub fn check_header(kind: BatchFileKind, file: &str, data: &[u8]) -> Result<(), BatchError> {
+    let first = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let header = std::str::from_utf8(first).map_err(|_| BatchError::NotUtf8 {
+        file: file.to_string(),
+        line: 1,
+    })?;
+    if kind.header_matches(header) {
+        Ok(())
+    } else {
+        Err(BatchError::BadHeader {
+            file: file.to_string(),
+            kind: kind.as_str(),
+            expected: kind.header(),
+            found: header.to_string(),
+        })
+    }
+}
+
+/// Parses and validates `data`, the content of the file named `file`, keeping every good row in
+/// `rows_copy`.
 pub fn parse_file(kind: BatchFileKind, file: &str, data: &[u8]) -> Result<ParsedFile, BatchError> {
+    parse_file_streaming(kind, file, data, usize::MAX, |_| true)
+}
+
+/// Like [`parse_file`], but hands good rows to `on_chunk` whenever `chunk_bytes` of COPY text
+/// have accumulated, so that they can be sent while the rest is parsed; what is left at the end
+/// stays in `rows_copy`. `on_chunk` returns false when nobody wants more rows (the database
+/// side failed), which stops the parse.
+pub fn parse_file_streaming(
+    kind: BatchFileKind,
+    file: &str,
+    data: &[u8],
+    chunk_bytes: usize,
+    mut on_chunk: impl FnMut(Vec<u8>) -> bool,
+) -> Result<ParsedFile, BatchError> {
+    check_header(kind, file, data)?;
     let text = std::str::from_utf8(data).map_err(|e| BatchError::NotUtf8 {
         file: file.to_string(),
         line: 1 + data[..e.valid_up_to()]
@@ -97,15 +133,6 @@ pub fn parse_file(kind: BatchFileKind, file: &str, data: &[u8]) -> Result<Parsed
             .count() as u64,
     })?;
     let scanned = scan(data);
-    let header = &text[scanned.header.clone()];
-    if !kind.header_matches(header) {
-        return Err(BatchError::BadHeader {
-            file: file.to_string(),
-            kind: kind.as_str(),
-            expected: kind.header(),
-            found: header.to_string(),
-        });
-    }
     let width = kind.columns().len();
     let mut parsed = ParsedFile::default();
     // Ragged rows are rejected here and kept away from polars.
@@ -166,7 +193,18 @@ pub fn parse_file(kind: BatchFileKind, file: &str, data: &[u8]) -> Result<Parsed
             }),
         };
         match result {
-            Ok(()) => parsed.rows_loaded += 1,
+            Ok(()) => {
+                parsed.rows_loaded += 1;
+                if parsed.rows_copy.len() >= chunk_bytes
+                    && !on_chunk(std::mem::take(&mut parsed.rows_copy))
+                {
+                    return Err(BatchError::Parse {
+                        file: file.to_string(),
+                        line: record.line,
+                        message: "stopped because the database side failed".to_string(),
+                    });
+                }
+            }
             Err(error) => parsed.reject(file, record, &text[record.bytes.clone()], &error),
         }
     }
@@ -250,6 +288,21 @@ mod tests {
         let rejects = String::from_utf8(parsed.rejects_copy).unwrap();
         assert!(rejects.contains("u.csv\t2\tfirst_name\t"), "{rejects}");
         assert!(!rejects.contains('\0'));
+    }
+
+    #[test]
+    fn streaming_hands_over_every_row_once() {
+        let data = format!("{USERS_CSV_HEADER}\n{USER}\n{USER}\n{USER}\n");
+        let whole = parse_file(BatchFileKind::Users, "u.csv", data.as_bytes()).unwrap();
+        let mut chunks = Vec::new();
+        let rest = parse_file_streaming(BatchFileKind::Users, "u.csv", data.as_bytes(), 1, |c| {
+            chunks.push(c);
+            true
+        })
+        .unwrap();
+        assert_eq!(chunks.len(), 3);
+        assert!(rest.rows_copy.is_empty());
+        assert_eq!(chunks.concat(), whole.rows_copy);
     }
 
     #[test]
