@@ -101,6 +101,8 @@ pub enum BenchError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("the loader landed {landed} rows of {expected} generated ones; the benchmark is void")]
+    Lost { landed: u64, expected: u64 },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -214,10 +216,15 @@ async fn measure(
         month: Some(generated_month(generated)),
         reload: false,
     };
+    let mut landed = 0;
     for outcome in load_all(&pool, &options).await? {
-        outcome?;
+        landed += outcome?.rows_loaded;
     }
     let loader = started.elapsed();
+    let expected = generated.user_rows + generated.transaction_rows;
+    if landed != expected {
+        return Err(BenchError::Lost { landed, expected });
+    }
     pool.close().await;
     Ok((raw_copy, loader))
 }

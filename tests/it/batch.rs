@@ -599,3 +599,34 @@ async fn loaders_waiting_on_the_same_file_land_it_once() {
         400
     );
 }
+
+/// A file that fails half-way (invalid UTF-8 after good rows) leaves nothing behind: one transaction.
+#[tokio::test]
+async fn a_file_failing_half_way_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let report = generate(dir.path(), &options(1));
+    let mut bytes = std::fs::read(&report.users_file).unwrap();
+    bytes.extend_from_slice(b"\xff\xfe,broken\n");
+    std::fs::write(&report.users_file, bytes).unwrap();
+    let db = TestDb::migrated().await;
+
+    let file = etl::batch::BatchFile::from_path(&report.users_file).unwrap();
+    let err = etl::batch::load_file(&db.pool, &file, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BatchError::NotUtf8 { line: 402, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("user_registrations_2025_01.csv line 402"),
+        "{err}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM public.users_raw").await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM etl.loaded_files").await, 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM etl.batch_rejects").await,
+        0
+    );
+}
