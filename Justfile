@@ -59,5 +59,5 @@ etl *args:
 bench-batch users="1000000" transactions="1000000":
     cargo build --release --bin etl
     {{with_services}} /usr/bin/time -v "${CARGO_TARGET_DIR:-target}/release/etl" bench batch \
-        --users {{users}} --transactions {{transactions}} 2>&1 \
+        --users {{users}} --transactions {{transactions}} --rounds 3 2>&1 \
         | grep -vE '^\s+(Average|Exit|Swaps|File sys|Socket|Signals|Page size|Minor|Major|Voluntary|Involuntary)'

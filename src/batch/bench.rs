@@ -28,6 +28,9 @@ pub struct BatchBenchOptions {
     pub dir: PathBuf,
     /// The server to use: a scratch database is created on it and dropped afterwards.
     pub database_url: String,
+    /// Rounds of (raw COPY, loader), alternating which goes first; the ratio reported is the
+    /// median of the rounds', which tames the noise of a shared machine.
+    pub rounds: usize,
 }
 
 impl Default for BatchBenchOptions {
@@ -40,6 +43,7 @@ impl Default for BatchBenchOptions {
             },
             dir: std::env::temp_dir().join("etl-bench-batch"),
             database_url: db::DEFAULT_DATABASE_URL.to_string(),
+            rounds: 1,
         }
     }
 }
@@ -51,13 +55,24 @@ pub struct BatchBenchReport {
     pub generate_peak_rss_kib: Option<u64>,
     pub file_bytes: u64,
     pub rows: u64,
-    pub raw_copy: Duration,
-    pub loader: Duration,
+    /// One (raw COPY, loader) pair per round.
+    pub rounds: Vec<(Duration, Duration)>,
 }
 
 impl BatchBenchReport {
+    /// Median over the rounds of loader time / raw COPY time.
     pub fn loader_to_copy_ratio(&self) -> f64 {
-        self.loader.as_secs_f64() / self.raw_copy.as_secs_f64()
+        let mut ratios: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|(raw, loader)| loader.as_secs_f64() / raw.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        match ratios.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => ratios[n / 2],
+            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+        }
     }
 }
 
@@ -78,12 +93,25 @@ impl std::fmt::Display for BatchBenchReport {
         )?;
         writeln!(
             f,
-            "raw COPY:         {:.2} s ({:.1} MiB of CSV)",
-            secs(self.raw_copy),
+            "CSV files:        {:.1} MiB",
             self.file_bytes as f64 / (1024.0 * 1024.0)
         )?;
-        writeln!(f, "load-batch:       {:.2} s", secs(self.loader))?;
-        write!(f, "loader / raw COPY = {:.2}x", self.loader_to_copy_ratio())
+        for (round, (raw, loader)) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "round {}: raw COPY {:.2} s, load-batch {:.2} s, ratio {:.2}x",
+                round + 1,
+                secs(*raw),
+                secs(*loader),
+                secs(*loader) / secs(*raw)
+            )?;
+        }
+        write!(
+            f,
+            "loader / raw COPY = {:.2}x (median of {} rounds)",
+            self.loader_to_copy_ratio(),
+            self.rounds.len()
+        )
     }
 }
 
@@ -146,14 +174,14 @@ pub async fn run(
     .await
     .map_err(sql("creating the scratch database"))?;
     let url = with_database(&options.database_url, &scratch);
-    let result = measure(&url, &options.dir, &generated).await;
+    let result = measure(&url, &options.dir, &generated, options.rounds.max(1)).await;
     // The name is ours (a UUID), so formatting it into the statement is safe.
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)"#
     )))
     .execute(&mut admin)
     .await;
-    let (raw_copy, loader) = result?;
+    let rounds = result?;
     let file_bytes = [&generated.users_file, &generated.transactions_file]
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -164,8 +192,7 @@ pub async fn run(
         generate_peak_rss_kib,
         file_bytes,
         rows: generated.user_rows + generated.transaction_rows,
-        raw_copy,
-        loader,
+        rounds,
     })
 }
 
@@ -173,15 +200,49 @@ async fn measure(
     url: &str,
     dir: &Path,
     generated: &crate::generate::files::MonthlyReport,
-) -> Result<(Duration, Duration), BenchError> {
+    rounds: usize,
+) -> Result<Vec<(Duration, Duration)>, BenchError> {
     db::migrate::migrate(url).await?;
     let pool = db::connect(url, 2).await?;
-    let mut conn = pool.acquire().await.map_err(sql("connecting"))?;
     sqlx::raw_sql(include_str!("bench_tables.sql"))
-        .execute(&mut *conn)
+        .execute(&pool)
         .await
         .map_err(sql("creating the baseline tables"))?;
+    let mut results = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        sqlx::raw_sql(
+            "TRUNCATE bench.users_raw, bench.transactions_batch_raw, public.users_raw, \
+             public.transactions_batch_raw, etl.loaded_files, etl.batch_rejects",
+        )
+        .execute(&pool)
+        .await
+        .map_err(sql("emptying the tables between rounds"))?;
+        // Alternating the order keeps cache warmth and checkpoints from favouring one side.
+        let (raw, loader) = if round % 2 == 0 {
+            let raw = raw_copy(&pool, generated).await?;
+            (raw, loader(&pool, dir, generated).await?)
+        } else {
+            let loader = loader(&pool, dir, generated).await?;
+            (raw_copy(&pool, generated).await?, loader)
+        };
+        info!(
+            round,
+            raw = raw.as_secs_f64(),
+            loader = loader.as_secs_f64(),
+            "bench round"
+        );
+        results.push((raw, loader));
+    }
+    pool.close().await;
+    Ok(results)
+}
 
+/// The baseline: each file verbatim through `COPY … (FORMAT csv)`, one transaction per file.
+async fn raw_copy(
+    pool: &sqlx::PgPool,
+    generated: &crate::generate::files::MonthlyReport,
+) -> Result<Duration, BenchError> {
+    let mut conn = pool.acquire().await.map_err(sql("connecting"))?;
     let started = Instant::now();
     for (path, table) in [
         (&generated.users_file, "bench.users_raw"),
@@ -207,9 +268,14 @@ async fn measure(
             .map_err(sql("raw COPY"))?;
         tx.commit().await.map_err(sql("committing the baseline"))?;
     }
-    let raw_copy = started.elapsed();
-    drop(conn);
+    Ok(started.elapsed())
+}
 
+async fn loader(
+    pool: &sqlx::PgPool,
+    dir: &Path,
+    generated: &crate::generate::files::MonthlyReport,
+) -> Result<Duration, BenchError> {
     let started = Instant::now();
     let options = LoadOptions {
         dir: dir.to_path_buf(),
@@ -217,16 +283,15 @@ async fn measure(
         reload: false,
     };
     let mut landed = 0;
-    for outcome in load_all(&pool, &options).await? {
+    for outcome in load_all(pool, &options).await? {
         landed += outcome?.rows_loaded;
     }
-    let loader = started.elapsed();
+    let elapsed = started.elapsed();
     let expected = generated.user_rows + generated.transaction_rows;
     if landed != expected {
         return Err(BenchError::Lost { landed, expected });
     }
-    pool.close().await;
-    Ok((raw_copy, loader))
+    Ok(elapsed)
 }
 
 fn generated_month(

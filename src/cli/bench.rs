@@ -32,6 +32,9 @@ pub struct BatchArgs {
     /// Month to generate, YYYY-MM
     #[arg(long, default_value = "2025-01")]
     pub month: String,
+    /// Rounds of (raw COPY, loader), alternating which goes first; the median ratio is reported
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Folder for the generated files; this month's files there are replaced
     #[arg(long, default_value_os_t = std::env::temp_dir().join("etl-bench-batch"))]
     pub dir: PathBuf,
@@ -53,6 +56,7 @@ impl Bench {
                     },
                     dir: args.dir,
                     database_url: global.database_url.clone(),
+                    rounds: args.rounds,
                 };
                 let profile = if cfg!(debug_assertions) {
                     "dev (unoptimized)"
