@@ -53,3 +53,12 @@ ci: lint test
 # Run etl with the services' addresses, e.g. `just etl topics tail transactions`
 etl *args:
     {{with_services}} {{etl}} {{args}}
+
+# Batch benchmark (not a test): generate-monthly of N users + N transactions (time, peak memory), then
+# load-batch against a raw COPY of the same files, in a scratch database. Release build: numbers of an
+# unoptimized build say little about the loader (the first release build takes ~15+ minutes on 2 cores).
+bench-batch users="1000000" transactions="1000000":
+    cargo build --release --bin etl
+    {{with_services}} /usr/bin/time -v "${CARGO_TARGET_DIR:-target}/release/etl" bench batch \
+        --users {{users}} --transactions {{transactions}} --rounds 3 2>&1 \
+        | grep -vE '^\s+(Average|Exit|Swaps|File sys|Socket|Signals|Page size|Minor|Major|Voluntary|Involuntary)'

@@ -1,6 +1,9 @@
 //! Command-line interface: global settings plus one file per subcommand.
 
+pub mod bench;
+pub mod generate_monthly;
 mod global;
+pub mod load_batch;
 pub mod migrate;
 pub mod topics;
 
@@ -26,6 +29,13 @@ pub struct Cli {
 pub enum Command {
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
+    /// Write one month of users and batch transactions into CSV files (same arguments, same bytes).
+    GenerateMonthly(generate_monthly::Args),
+    /// Validate the monthly CSV files and land them in users_raw / transactions_batch_raw.
+    LoadBatch(load_batch::Args),
+    /// Benchmarks that are not tests: `etl bench batch`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
     #[command(subcommand)]
     Topics(topics::Command),
@@ -35,6 +45,9 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Migrate(args) => args.run(&self.global).await,
+            Command::GenerateMonthly(args) => args.run().await,
+            Command::LoadBatch(args) => args.run(&self.global).await,
+            Command::Bench(bench) => bench.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
         }
     }

@@ -1,3 +1,6 @@
 //! Domain types with their validation rules: no I/O here, unit tests inline.
 
+pub mod batch_transaction;
 pub mod catalog;
+pub mod field;
+pub mod user;

@@ -1,1 +1,5 @@
 //! Seeded fake-data generators: pure iterators, the same seed always gives the same data.
+
+pub mod corrupt;
+pub mod files;
+pub mod monthly;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real PostgreSQL and a real Kafka-protocol broker.
 //! Start them with `just up`; every test makes its own database and topics and drops them.
 
+mod batch;
 mod compose_file;
 mod helpers;
 mod kafka_roundtrip;
