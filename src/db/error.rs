@@ -3,27 +3,21 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(
-        "cannot connect to PostgreSQL at {url} ({source}); is it running? `just up` starts a local one, \
+        "cannot connect to PostgreSQL at {url} ({cause}); is it running? `just up` starts a local one, \
          DATABASE_URL points elsewhere"
     )]
     Connect {
         /// The URL with its password removed.
         url: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     BadUrl(String),
-    #[error("migrating {url} failed: {source}")]
+    #[error("migrating {url} failed: {cause}")]
     Migrate {
         url: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("database query failed while {context}: {source}")]
-    Query {
-        context: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("database query failed while {context}: {cause}")]
+    Query { context: String, cause: sqlx::Error },
 }

@@ -34,9 +34,9 @@ pub struct Applied {
 pub async fn migrate(url: &str) -> Result<Vec<Applied>, DbError> {
     let redacted = redact_url(url);
     let mut client = connect(url).await?;
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| DbError::Migrate {
+    let fail = |cause: Box<dyn std::error::Error + Send + Sync>| DbError::Migrate {
         url: redacted.clone(),
-        source,
+        cause,
     };
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
@@ -82,7 +82,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
         tokio_postgres::Config::from_str(url).map_err(|e| DbError::BadUrl(e.to_string()))?;
     let connect_error = |e: tokio_postgres::Error| DbError::Connect {
         url: redact_url(url),
-        source: Box::new(e),
+        cause: Box::new(e),
     };
     let client = if config.get_ssl_mode() == SslMode::Disable {
         let (client, connection) = config
@@ -98,7 +98,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
             .build()
             .map_err(|e| DbError::Connect {
                 url: redact_url(url),
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
         let (client, connection) = config
             .connect(MakeTlsConnector::new(tls))

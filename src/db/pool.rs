@@ -17,9 +17,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|source| DbError::Connect {
+        .map_err(|e| DbError::Connect {
             url: redact_url(url),
-            source: Box::new(source),
+            cause: Box::new(e),
         })
 }
 

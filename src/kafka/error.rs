@@ -6,14 +6,10 @@ use rdkafka::types::RDKafkaErrorCode;
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error(
-        "cannot reach Kafka at {brokers} ({source}); is the broker running? `just up` starts a local one, \
+        "cannot reach Kafka at {brokers} ({cause}); is the broker running? `just up` starts a local one, \
          KAFKA_BROKERS points elsewhere"
     )]
-    Unreachable {
-        brokers: String,
-        #[source]
-        source: ClientError,
-    },
+    Unreachable { brokers: String, cause: ClientError },
     #[error("topic `{topic}` does not exist; create it with `etl topics create {topic}`")]
     UnknownTopic { topic: String },
     #[error("creating topic `{topic}` failed: {code}")]
@@ -33,22 +29,18 @@ pub enum KafkaError {
     UnknownGroup { group: String },
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
-    #[error("Kafka request failed while {context}: {source}")]
-    Client {
-        context: String,
-        #[source]
-        source: ClientError,
-    },
+    #[error("Kafka request failed while {context}: {cause}")]
+    Client { context: String, cause: ClientError },
 }
 
 impl KafkaError {
     pub(crate) fn unreachable(brokers: &str) -> impl FnOnce(ClientError) -> Self {
         let brokers = brokers.to_string();
-        move |source| Self::Unreachable { brokers, source }
+        move |cause| Self::Unreachable { brokers, cause }
     }
 
     pub(crate) fn client(context: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
         let context = context.into();
-        move |source| Self::Client { context, source }
+        move |cause| Self::Client { context, cause }
     }
 }
