@@ -43,7 +43,10 @@ pub async fn migrate(url: &str) -> Result<Vec<Applied>, DbError> {
         .await
         .map_err(|e| fail(Box::new(e)))?;
     // Under the lock: the history table's schema must exist before refinery creates the table.
-    let report = match client.batch_execute("CREATE SCHEMA IF NOT EXISTS etl").await {
+    let report = match client
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS etl")
+        .await
+    {
         Ok(()) => {
             let mut runner = embedded::migrations::runner().set_abort_divergent(true);
             runner.set_migration_table_name(HISTORY_TABLE);
@@ -75,7 +78,8 @@ pub async fn migrate(url: &str) -> Result<Vec<Applied>, DbError> {
 /// Connects with tokio-postgres, using TLS unless the URL says `sslmode=disable`.
 /// As with libpq's `require`, TLS here encrypts without verifying the server certificate.
 async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::BadUrl(e.to_string()))?;
+    let config =
+        tokio_postgres::Config::from_str(url).map_err(|e| DbError::BadUrl(e.to_string()))?;
     let connect_error = |e: tokio_postgres::Error| DbError::Connect {
         url: redact_url(url),
         source: Box::new(e),

@@ -52,4 +52,5 @@ pub const STREAM_SOURCE_SYSTEM: &str = "streaming_kafka";
 
 /// Exact CSV headers of DESIGN §3.
 pub const USERS_CSV_HEADER: &str = "user_id,first_name,last_name,email,age,income_bracket,customer_tier,risk_profile,city,state,country,registration_date,preferred_categories,is_active,source_system";
-pub const TRANSACTIONS_CSV_HEADER: &str = "tx_id,user_id,amount,currency,merchant,category,timestamp";
+pub const TRANSACTIONS_CSV_HEADER: &str =
+    "tx_id,user_id,amount,currency,merchant,category,timestamp";

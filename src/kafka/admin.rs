@@ -176,9 +176,7 @@ pub(crate) fn describe_blocking(
     Ok(topics)
 }
 
-fn admin_client(
-    settings: &KafkaSettings,
-) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
     settings
         .client_config()
         .create()

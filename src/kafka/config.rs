@@ -171,10 +171,7 @@ mod tests {
             parse_override("linger.ms=5"),
             Ok(("linger.ms".into(), "5".into()))
         );
-        assert_eq!(
-            parse_override("a=b=c"),
-            Ok(("a".into(), "b=c".into()))
-        );
+        assert_eq!(parse_override("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(parse_override("linger.ms").is_err());
         assert!(parse_override("=5").is_err());
     }

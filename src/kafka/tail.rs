@@ -205,7 +205,9 @@ pub async fn tail(
                 return Err(KafkaError::client(format!(
                     "reading {}: no message for {:?} although the topic holds more",
                     info.name, options.idle_timeout
-                ))(rdkafka::error::KafkaError::NoMessageReceived));
+                ))(
+                    rdkafka::error::KafkaError::NoMessageReceived
+                ));
             }
         };
         if let Some(&high) = pending.get(&message.partition)
@@ -238,7 +240,10 @@ mod tests {
             offset: 7,
             timestamp_ms: Some(0),
             key: Some(b"user-1".to_vec()),
-            headers: vec![("produced_at".into(), Some(b"123".to_vec())), ("n".into(), None)],
+            headers: vec![
+                ("produced_at".into(), Some(b"123".to_vec())),
+                ("n".into(), None),
+            ],
             value: Some(vec![b'{', 0xff, b'}']),
         };
         let text = m.render_text();

@@ -12,7 +12,11 @@ fn read(relative: &str) -> String {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_sequence()
-        .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -22,9 +26,20 @@ fn services_ports_and_variables_match_the_local_path() {
     let services = &compose["services"];
 
     let kafka = &services["kafka"];
-    assert!(kafka["image"].as_str().unwrap().starts_with("apache/kafka:"));
-    assert_eq!(kafka["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller", "KRaft, no ZooKeeper");
-    assert_eq!(strings(&kafka["ports"]), ["127.0.0.1:${KAFKA_PORT:-9092}:9092"]);
+    assert!(
+        kafka["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("apache/kafka:")
+    );
+    assert_eq!(
+        kafka["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller",
+        "KRaft, no ZooKeeper"
+    );
+    assert_eq!(
+        strings(&kafka["ports"]),
+        ["127.0.0.1:${KAFKA_PORT:-9092}:9092"]
+    );
     assert!(
         kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
             .as_str()
@@ -33,13 +48,30 @@ fn services_ports_and_variables_match_the_local_path() {
     );
 
     let postgres = &services["postgres"];
-    assert!(postgres["image"].as_str().unwrap().starts_with("postgres:15"));
-    assert_eq!(strings(&postgres["ports"]), ["127.0.0.1:${POSTGRES_PORT:-5432}:5432"]);
-    assert_eq!(postgres["environment"]["POSTGRES_USER"], "${POSTGRES_USER:-postgres}");
-    assert_eq!(postgres["environment"]["POSTGRES_DB"], "${POSTGRES_DB:-etl}");
+    assert!(
+        postgres["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres:15")
+    );
+    assert_eq!(
+        strings(&postgres["ports"]),
+        ["127.0.0.1:${POSTGRES_PORT:-5432}:5432"]
+    );
+    assert_eq!(
+        postgres["environment"]["POSTGRES_USER"],
+        "${POSTGRES_USER:-postgres}"
+    );
+    assert_eq!(
+        postgres["environment"]["POSTGRES_DB"],
+        "${POSTGRES_DB:-etl}"
+    );
 
     let kafdrop = &services["kafdrop"];
-    assert_eq!(strings(&kafdrop["ports"]), ["127.0.0.1:${KAFDROP_PORT:-9000}:9000"]);
+    assert_eq!(
+        strings(&kafdrop["ports"]),
+        ["127.0.0.1:${KAFDROP_PORT:-9000}:9000"]
+    );
     assert_eq!(kafdrop["environment"]["KAFKA_BROKERCONNECT"], "kafka:29092");
 
     // The local path reads the same names with the same defaults.
@@ -52,11 +84,21 @@ fn services_ports_and_variables_match_the_local_path() {
         "KAFKA_PORT=${KAFKA_PORT:-9092}",
         "KAFDROP_PORT=${KAFDROP_PORT:-9000}",
     ] {
-        assert!(script.contains(default), "scripts/services.sh lacks {default}");
+        assert!(
+            script.contains(default),
+            "scripts/services.sh lacks {default}"
+        );
     }
     // And every variable the compose file reads is documented for users.
     let example = read(".env.example");
-    for name in ["POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_DB", "KAFKA_HOST", "KAFKA_PORT", "KAFDROP_PORT"] {
+    for name in [
+        "POSTGRES_PORT",
+        "POSTGRES_USER",
+        "POSTGRES_DB",
+        "KAFKA_HOST",
+        "KAFKA_PORT",
+        "KAFDROP_PORT",
+    ] {
         assert!(example.contains(name), ".env.example lacks {name}");
     }
 }

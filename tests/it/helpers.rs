@@ -106,7 +106,10 @@ impl Drop for TestDb {
         let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
         run_detached(async move {
             let mut admin = admin_connection().await;
-            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await {
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut admin)
+                .await
+            {
                 eprintln!("warning: {sql} failed: {e}");
             }
         });

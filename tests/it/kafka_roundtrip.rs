@@ -29,13 +29,12 @@ pub async fn produce_keyed(topic: &str, count: usize) -> HashMap<String, i32> {
             let key = format!("user-{}", i % KEYS);
             let payload = format!(r#"{{"seq":{i}}}"#);
             let seq = i.to_string();
-            let record = FutureRecord::to(topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(OwnedHeaders::new().insert(Header {
+            let record = FutureRecord::to(topic).key(&key).payload(&payload).headers(
+                OwnedHeaders::new().insert(Header {
                     key: "seq",
                     value: Some(&seq),
-                }));
+                }),
+            );
             producer
                 .send_result(record)
                 .map_err(|(e, _)| e)
@@ -72,9 +71,15 @@ async fn a_thousand_keyed_messages_come_back_through_a_consumer_group() {
                 .unwrap()
                 .parse()
                 .unwrap();
-            assert_eq!(m.payload().unwrap(), format!(r#"{{"seq":{seq}}}"#).as_bytes());
+            assert_eq!(
+                m.payload().unwrap(),
+                format!(r#"{{"seq":{seq}}}"#).as_bytes()
+            );
             if let Some(previous) = last_seq_per_key.insert(key.clone(), seq) {
-                assert!(previous < seq, "order within key {key} broken: {previous} then {seq}");
+                assert!(
+                    previous < seq,
+                    "order within key {key} broken: {previous} then {seq}"
+                );
             }
             next_offsets.insert(m.partition(), m.offset() + 1);
             seen.insert(seq, (key, m.partition()));
@@ -86,7 +91,10 @@ async fn a_thousand_keyed_messages_come_back_through_a_consumer_group() {
     assert_eq!(seen.len(), MESSAGES);
     for (seq, (key, partition)) in &seen {
         assert_eq!(key, &format!("user-{}", seq % KEYS));
-        assert_eq!(key_partition[key], *partition, "a key always maps to one partition");
+        assert_eq!(
+            key_partition[key], *partition,
+            "a key always maps to one partition"
+        );
     }
     let used: std::collections::HashSet<i32> = key_partition.values().copied().collect();
     assert!(used.len() > 1, "37 keys should spread over 3 partitions");
@@ -99,9 +107,14 @@ async fn a_thousand_keyed_messages_come_back_through_a_consumer_group() {
     }
     consumer.commit(&commit, CommitMode::Sync).unwrap();
 
-    let lag = group_lag(&kafka(), &group, Some(&topic.name)).await.unwrap();
+    let lag = group_lag(&kafka(), &group, Some(&topic.name))
+        .await
+        .unwrap();
     assert_eq!(lag.len(), 3);
     let committed: i64 = lag.iter().map(|p| p.committed.unwrap_or(0)).sum();
-    assert_eq!(committed, MESSAGES as i64, "committed offsets cover every message");
+    assert_eq!(
+        committed, MESSAGES as i64,
+        "committed offsets cover every message"
+    );
     assert!(lag.iter().all(|p| p.lag() == Some(0)), "{lag:?}");
 }

@@ -31,11 +31,12 @@ async fn creates_every_table_of_the_design() {
         .unwrap();
         assert!(found.is_some(), "{schema}.{table} missing");
     }
-    let analytics: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'analytics')")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let analytics: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'analytics')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(analytics, "schema analytics missing");
 }
 
@@ -63,7 +64,11 @@ async fn concurrent_runs_all_succeed_and_apply_once() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(applied.len() as i64, history, "each migration applied exactly once");
+    assert_eq!(
+        applied.len() as i64,
+        history,
+        "each migration applied exactly once"
+    );
     assert!(history >= 1);
 }
 
@@ -76,9 +81,17 @@ async fn the_command_is_a_noop_the_second_time_even_from_two_processes() {
         let b = s.spawn(|| run_etl(&["migrate"], Some(&url)));
         (a.join().unwrap(), b.join().unwrap())
     });
-    assert!(a.0 && b.0, "concurrent `etl migrate` failed:\n{}\n{}", a.2, b.2);
+    assert!(
+        a.0 && b.0,
+        "concurrent `etl migrate` failed:\n{}\n{}",
+        a.2,
+        b.2
+    );
     let applied_by_either = format!("{}{}", a.1, b.1);
-    assert!(applied_by_either.contains("applied V1__"), "{applied_by_either}");
+    assert!(
+        applied_by_either.contains("applied V1__"),
+        "{applied_by_either}"
+    );
 
     let (ok, stdout, stderr) = run_etl(&["migrate"], Some(&url));
     assert!(ok, "{stderr}");

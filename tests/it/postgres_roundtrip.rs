@@ -38,7 +38,10 @@ async fn stream_rows_round_trip_and_duplicates_are_ignored() {
     let db = TestDb::migrated().await;
     let tx_id = Uuid::new_v4();
     let amount = Decimal::new(-12345, 2); // a refund of 123.45
-    assert_eq!(insert_sink_row(&db, tx_id, amount, "EUR", 7).await.unwrap(), 1);
+    assert_eq!(
+        insert_sink_row(&db, tx_id, amount, "EUR", 7).await.unwrap(),
+        1
+    );
     assert_eq!(
         insert_sink_row(&db, tx_id, amount, "EUR", 8).await.unwrap(),
         0,
@@ -76,7 +79,11 @@ async fn constraints_refuse_what_the_validator_would_refuse() {
             .await
             .expect_err("a bad row must be refused");
         let code = err.as_database_error().and_then(|e| e.code());
-        assert_eq!(code.as_deref(), Some("23514"), "check violation expected: {err}");
+        assert_eq!(
+            code.as_deref(),
+            Some("23514"),
+            "check violation expected: {err}"
+        );
     }
 }
 

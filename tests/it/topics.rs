@@ -23,7 +23,13 @@ async fn tail_shows_the_newest_messages_with_key_and_headers() {
         assert!(line.contains(" key=user-"), "{line}");
         assert!(line.contains("headers=[seq="), "{line}");
     }
-    assert_eq!(stdout.lines().filter(|l| l.starts_with(r#"{"seq":"#)).count(), 5);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(r#"{"seq":"#))
+            .count(),
+        5
+    );
 
     let (ok, stdout, stderr) = run_etl(
         &["topics", "tail", &topic.name, "--from-beginning", "--json"],
@@ -53,9 +59,15 @@ async fn create_is_idempotent_and_list_shows_partitions_and_offsets() {
     assert!(stdout.contains(&format!("{name}: created")), "{stdout}");
     // Adopt it so that it is deleted at the end whatever happens below.
     let topic = TestTopic { name };
-    let (ok, stdout, stderr) = run_etl(&["topics", "create", &topic.name, "--partitions", "2"], None);
+    let (ok, stdout, stderr) = run_etl(
+        &["topics", "create", &topic.name, "--partitions", "2"],
+        None,
+    );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains(&format!("{}: exists", topic.name)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}: exists", topic.name)),
+        "{stdout}"
+    );
 
     produce_keyed(&topic.name, 10).await;
     let (ok, stdout, stderr) = run_etl(&["topics", "list", &topic.name], None);
