@@ -2,6 +2,7 @@
 
 mod global;
 pub mod migrate;
+pub mod produce;
 pub mod topics;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
+    /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
+    Produce(produce::Args),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
     #[command(subcommand)]
     Topics(topics::Command),
@@ -35,6 +38,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Migrate(args) => args.run(&self.global).await,
+            Command::Produce(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
         }
     }

@@ -325,6 +325,8 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
 }
 
 /// What the top level of the document is.
+// Built once per message and consumed at once: a box would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Document<'de> {
     Object(RawFields<'de>),
     Other(&'static str),
