@@ -6,4 +6,5 @@ mod helpers;
 mod kafka_roundtrip;
 mod migrate;
 mod postgres_roundtrip;
+mod produce;
 mod topics;
