@@ -3,6 +3,7 @@
 //! The binary in `src/main.rs` only parses and dispatches; everything it runs lives here so that
 //! the integration tests in `tests/it/` call the same code.
 
+pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod domain;

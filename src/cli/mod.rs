@@ -1,5 +1,6 @@
 //! Command-line interface: global settings plus one file per subcommand.
 
+pub mod bench;
 mod global;
 pub mod migrate;
 pub mod produce;
@@ -25,6 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Benchmarks that start the broker they measure against.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
     /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
@@ -37,6 +41,7 @@ pub enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Bench(bench) => bench.run(&self.global).await,
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Produce(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,

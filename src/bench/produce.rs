@@ -1,0 +1,290 @@
+//! `etl bench produce`: how fast `etl produce` delivers with `acks=all`, next to the transport
+//! ceiling, i.e. the same producer settings sending one pre-serialized payload over and over.
+//! The ratio of the two is the share of the ceiling our generation costs nothing of.
+//!
+//! Each phase gets a fresh `memory://` broker of its own, so the second phase does not pay for
+//! the first one's data.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::BenchError;
+use super::broker::{BenchBroker, default_tansu_binary};
+use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
+use crate::kafka::KafkaSettings;
+use crate::kafka::admin::{self, TopicSpec};
+use crate::kafka::producer::{
+    Outgoing, ProduceError, ProduceOptions, ProduceSummary, produce_blocking,
+};
+
+/// Issue 4's targets.
+pub const TARGET_MESSAGES_PER_SECOND: f64 = 200_000.0;
+pub const TARGET_SHARE_OF_CEILING: f64 = 0.8;
+
+#[derive(Debug, Clone)]
+pub struct ProduceBenchOptions {
+    pub count: u64,
+    pub partitions: i32,
+    /// Distinct users (keys) in the generated traffic.
+    pub users: u32,
+    pub seed: u64,
+    pub tansu: PathBuf,
+    /// `-X` settings on top of the producer defaults, applied to both phases alike.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Default for ProduceBenchOptions {
+    fn default() -> Self {
+        Self {
+            count: 2_000_000,
+            partitions: 3,
+            users: 10_000,
+            seed: 1,
+            tansu: default_tansu_binary(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub phase: &'static str,
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub messages_per_second: f64,
+    pub megabytes_per_second: f64,
+    /// Mean key + value size in bytes.
+    pub mean_message_bytes: f64,
+}
+
+impl PhaseResult {
+    fn from_summary(phase: &'static str, s: &ProduceSummary) -> Self {
+        Self {
+            phase,
+            messages: s.delivered,
+            bytes: s.delivered_bytes,
+            seconds: s.elapsed.as_secs_f64(),
+            messages_per_second: s.delivery_rate(),
+            megabytes_per_second: s.megabytes_per_second(),
+            mean_message_bytes: s.delivered_bytes as f64 / s.delivered.max(1) as f64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProduceBenchReport {
+    pub benchmark: &'static str,
+    pub started_at: String,
+    /// `release` or `debug`: figures from a debug build say little.
+    pub build_profile: &'static str,
+    pub cpus: usize,
+    /// 1-minute load average when the run started: how busy the machine already was.
+    pub load_average_at_start: Option<f64>,
+    pub partitions: i32,
+    pub users: u32,
+    pub producer_settings: Vec<(String, String)>,
+    pub generated: PhaseResult,
+    pub transport_ceiling: PhaseResult,
+    pub share_of_ceiling: f64,
+    pub target_messages_per_second: f64,
+    pub target_share_of_ceiling: f64,
+    pub meets_targets: bool,
+}
+
+impl ProduceBenchReport {
+    /// A fixed-width table for the terminal.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<34} {:>10} {:>9} {:>12} {:>9} {:>8}\n",
+            "phase (acks=all, memory:// broker)",
+            "messages",
+            "seconds",
+            "msg/s",
+            "MB/s",
+            "bytes/msg"
+        );
+        for p in [&self.generated, &self.transport_ceiling] {
+            out.push_str(&format!(
+                "{:<34} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>8.0}\n",
+                p.phase,
+                p.messages,
+                p.seconds,
+                p.messages_per_second,
+                p.megabytes_per_second,
+                p.mean_message_bytes
+            ));
+        }
+        out.push_str(&format!(
+            "share of the transport ceiling: {:.2} (target ≥ {:.2}); generated rate target ≥ {:.0} msg/s: {}\n",
+            self.share_of_ceiling,
+            self.target_share_of_ceiling,
+            self.target_messages_per_second,
+            if self.meets_targets { "both met" } else { "NOT met" }
+        ));
+        out.push_str(&format!(
+            "build profile {}, {} CPUs, load average at start {}",
+            self.build_profile,
+            self.cpus,
+            self.load_average_at_start
+                .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}"))
+        ));
+        out
+    }
+}
+
+/// A pre-serialized message for the ceiling phase: nothing to build, nothing to allocate.
+struct Prepared<'a> {
+    key: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl Outgoing for Prepared<'_> {
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+}
+
+/// Runs both phases and returns their figures; `cancel` stops the current phase early.
+pub async fn run(
+    options: &ProduceBenchOptions,
+    cancel: CancellationToken,
+) -> Result<ProduceBenchReport, BenchError> {
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let load_average_at_start = load_average();
+    let users: Vec<Uuid> = (0..options.users)
+        .map(|i| Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("bench-user-{i}").as_bytes()))
+        .collect();
+    let stream = StreamOptions {
+        seed: options.seed,
+        ..StreamOptions::default()
+    };
+
+    let generator = StreamGenerator::new(&users, stream.clone());
+    let generated = phase(
+        options,
+        "generated (etl produce)",
+        cancel.clone(),
+        move |k, o, c| produce_blocking(k, o, generator, c, |_| {}),
+    )
+    .await?;
+
+    // The ceiling sends one typical message's bytes over and over, keyed like the real traffic,
+    // borrowing everything: no per-message work but the send itself.
+    let sample: StreamMessage = StreamGenerator::new(&users, stream)
+        .next()
+        .expect("the generator never ends");
+    let keys: Vec<String> = users.iter().map(|u| u.hyphenated().to_string()).collect();
+    let count = options.count;
+    let transport_ceiling = phase(
+        options,
+        "transport ceiling (same bytes)",
+        cancel,
+        move |k, o, c| {
+            let messages = (0..count).map(|i| Prepared {
+                key: keys[i as usize % keys.len()].as_bytes(),
+                payload: &sample.payload,
+            });
+            produce_blocking(k, o, messages, c, |_| {})
+        },
+    )
+    .await?;
+
+    let share_of_ceiling =
+        generated.messages_per_second / transport_ceiling.messages_per_second.max(1e-9);
+    let settings = KafkaSettings {
+        overrides: options.overrides.clone(),
+        ..KafkaSettings::new("-")
+    };
+    let mut producer_settings: Vec<(String, String)> = settings
+        .producer_config()
+        .config_map()
+        .iter()
+        .filter(|(k, _)| **k != "bootstrap.servers")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    producer_settings.sort();
+    Ok(ProduceBenchReport {
+        benchmark: "produce",
+        started_at,
+        build_profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average_at_start,
+        partitions: options.partitions,
+        users: options.users,
+        producer_settings,
+        meets_targets: generated.messages_per_second >= TARGET_MESSAGES_PER_SECOND
+            && share_of_ceiling >= TARGET_SHARE_OF_CEILING,
+        generated,
+        transport_ceiling,
+        share_of_ceiling,
+        target_messages_per_second: TARGET_MESSAGES_PER_SECOND,
+        target_share_of_ceiling: TARGET_SHARE_OF_CEILING,
+    })
+}
+
+/// One phase: a fresh broker and topic, then `send` runs the producer on a blocking thread.
+async fn phase(
+    options: &ProduceBenchOptions,
+    name: &'static str,
+    cancel: CancellationToken,
+    send: impl FnOnce(
+        &KafkaSettings,
+        &ProduceOptions,
+        &CancellationToken,
+    ) -> Result<ProduceSummary, ProduceError>
+    + Send
+    + 'static,
+) -> Result<PhaseResult, BenchError> {
+    let broker = BenchBroker::start(&options.tansu).await?;
+    let settings = KafkaSettings {
+        overrides: options.overrides.clone(),
+        ..broker.settings()
+    };
+    let topic = format!("bench-produce-{}", Uuid::new_v4().simple());
+    admin::create_topics(&settings, &[TopicSpec::new(&topic, options.partitions)]).await?;
+    let produce_options = ProduceOptions {
+        topic,
+        count: Some(options.count),
+        flush_timeout: Duration::from_secs(120),
+        ..ProduceOptions::default()
+    };
+    tracing::info!(phase = name, count = options.count, broker = %broker.address, "benchmark phase");
+    let summary = tokio::task::spawn_blocking(move || send(&settings, &produce_options, &cancel))
+        .await
+        .expect("the benchmark thread panicked")?;
+    drop(broker);
+    if summary.has_failures() {
+        return Err(BenchError::Undelivered {
+            phase: name.to_string(),
+            sent: summary.sent,
+            failed: summary.sent - summary.delivered,
+            first_error: summary
+                .first_error
+                .unwrap_or_else(|| "no error reported".into()),
+        });
+    }
+    Ok(PhaseResult::from_summary(name, &summary))
+}
+
+/// The 1-minute load average on Linux; `None` elsewhere.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

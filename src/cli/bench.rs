@@ -1,0 +1,78 @@
+//! `etl bench …`: benchmarks that start what they measure against themselves.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::bench::broker::default_tansu_binary;
+use crate::bench::produce::{self, ProduceBenchOptions};
+use crate::shutdown;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Messages/s and MB/s that `etl produce` delivers with acks=all to a memory:// tansu broker
+    /// it starts itself, next to the transport ceiling (the same settings sending identical
+    /// pre-serialized payloads). Build with --release for meaningful figures.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Messages per phase
+    #[arg(long, env = "BENCH_COUNT", default_value_t = 2_000_000)]
+    pub count: u64,
+    /// Partitions of the benchmark topic
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Distinct users (message keys)
+    #[arg(long, env = "BENCH_USERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+    /// The tansu binary (built with the dynostore feature for memory:// storage)
+    #[arg(long, env = "TANSU_BIN")]
+    pub tansu: Option<PathBuf>,
+    /// Where to write the figures as JSON
+    #[arg(long, env = "BENCH_JSON", default_value = "bench-results/produce.json")]
+    pub json: PathBuf,
+}
+
+impl Bench {
+    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        match self {
+            Bench::Produce(args) => args.run(global).await,
+        }
+    }
+}
+
+impl ProduceArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "note: this is a debug build; `cargo run --release -- bench produce` measures what ships"
+            );
+        }
+        let options = ProduceBenchOptions {
+            count: self.count,
+            partitions: self.partitions,
+            users: self.users,
+            tansu: self.tansu.unwrap_or_else(default_tansu_binary),
+            // -X applies here too; the broker address is the benchmark's own.
+            overrides: global.kafka().overrides,
+            ..ProduceBenchOptions::default()
+        };
+        let report = produce::run(&options, shutdown::on_signal()).await?;
+        println!("{}", report.table());
+        if let Some(dir) = self.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&self.json, json + "\n")
+            .with_context(|| format!("writing {}", self.json.display()))?;
+        println!("figures written to {}", self.json.display());
+        Ok(())
+    }
+}
