@@ -408,3 +408,24 @@ fn missing_user_files_say_to_generate_them() {
     assert!(stderr.contains("no user_registrations_*.csv"), "{stderr}");
     assert!(stderr.contains("etl generate-monthly"), "{stderr}");
 }
+
+#[test]
+fn every_produce_and_bench_variable_is_documented() {
+    use clap::CommandFactory;
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"),
+    )
+    .unwrap();
+    let cli = etl::cli::Cli::command();
+    let produce = cli.find_subcommand("produce").unwrap();
+    let bench = cli
+        .find_subcommand("bench")
+        .and_then(|b| b.find_subcommand("produce"))
+        .unwrap();
+    for arg in produce.get_arguments().chain(bench.get_arguments()) {
+        if let Some(env) = arg.get_env() {
+            let env = env.to_str().unwrap();
+            assert!(example.contains(env), ".env.example lacks {env}");
+        }
+    }
+}
