@@ -6,7 +6,7 @@
 //! the first one's data.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::BenchError;
 use super::broker::{BenchBroker, default_tansu_binary};
+use crate::domain::transaction::validate;
 use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
 use crate::kafka::admin::{self, TopicSpec};
@@ -92,6 +93,10 @@ pub struct ProduceBenchReport {
     pub generated: PhaseResult,
     pub transport_ceiling: PhaseResult,
     pub share_of_ceiling: f64,
+    /// Messages the generator builds per second on one thread, no Kafka involved.
+    pub generator_only_messages_per_second: f64,
+    /// Messages `domain::transaction::validate` checks per second on one thread (2 % invalid).
+    pub validator_messages_per_second: f64,
     pub target_messages_per_second: f64,
     pub target_share_of_ceiling: f64,
     pub meets_targets: bool,
@@ -126,6 +131,10 @@ impl ProduceBenchReport {
             self.target_share_of_ceiling,
             self.target_messages_per_second,
             if self.meets_targets { "both met" } else { "NOT met" }
+        ));
+        out.push_str(&format!(
+            "one thread, no Kafka: generator {:.0} msg/s, validator {:.0} msg/s\n",
+            self.generator_only_messages_per_second, self.validator_messages_per_second
         ));
         out.push_str(&format!(
             "build profile {}, {} CPUs, load average at start {}",
@@ -167,6 +176,9 @@ pub async fn run(
         seed: options.seed,
         ..StreamOptions::default()
     };
+
+    let (generator_only_messages_per_second, validator_messages_per_second) =
+        cpu_only(&users, options.seed);
 
     let generator = StreamGenerator::new(&users, stream.clone());
     let generated = phase(
@@ -230,6 +242,8 @@ pub async fn run(
         generated,
         transport_ceiling,
         share_of_ceiling,
+        generator_only_messages_per_second,
+        validator_messages_per_second,
         target_messages_per_second: TARGET_MESSAGES_PER_SECOND,
         target_share_of_ceiling: TARGET_SHARE_OF_CEILING,
     })
@@ -277,6 +291,33 @@ async fn phase(
         });
     }
     Ok(PhaseResult::from_summary(name, &summary))
+}
+
+/// Messages in the CPU-only measurements.
+const CPU_ONLY_MESSAGES: usize = 200_000;
+
+/// Generator and validator speed on one thread, without Kafka: what the producer's and the
+/// sink's per-message work costs.
+fn cpu_only(users: &[Uuid], seed: u64) -> (f64, f64) {
+    let options = StreamOptions {
+        seed,
+        invalid_ratio: 0.02,
+        ..StreamOptions::default()
+    };
+    let started = Instant::now();
+    let messages: Vec<StreamMessage> = StreamGenerator::new(users, options)
+        .take(CPU_ONLY_MESSAGES)
+        .collect();
+    let generating = started.elapsed();
+    let started = Instant::now();
+    let valid = messages
+        .iter()
+        .filter(|m| validate(&m.payload).is_ok())
+        .count();
+    let validating = started.elapsed();
+    std::hint::black_box(valid);
+    let rate = |d: Duration| CPU_ONLY_MESSAGES as f64 / d.as_secs_f64().max(1e-9);
+    (rate(generating), rate(validating))
 }
 
 /// The 1-minute load average on Linux; `None` elsewhere.
