@@ -36,6 +36,8 @@ pub struct ProduceBenchOptions {
     pub tansu: PathBuf,
     /// `-X` settings on top of the producer defaults, applied to both phases alike.
     pub overrides: Vec<(String, String)>,
+    /// Also time a paced run: (messages per second, duration).
+    pub rate_check: Option<(u32, Duration)>,
 }
 
 impl Default for ProduceBenchOptions {
@@ -47,6 +49,7 @@ impl Default for ProduceBenchOptions {
             seed: 1,
             tansu: default_tansu_binary(),
             overrides: Vec::new(),
+            rate_check: Some((10_000, Duration::from_secs(10))),
         }
     }
 }
@@ -78,6 +81,16 @@ impl PhaseResult {
     }
 }
 
+/// How closely `--rate` is held over a timed run (issue 4: ±2 % over 10 s at 10,000/s).
+#[derive(Debug, Clone, Serialize)]
+pub struct RateAccuracy {
+    pub requested_per_second: u32,
+    pub seconds: f64,
+    pub sent: u64,
+    pub achieved_per_second: f64,
+    pub deviation_percent: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProduceBenchReport {
     pub benchmark: &'static str,
@@ -97,6 +110,7 @@ pub struct ProduceBenchReport {
     pub generator_only_messages_per_second: f64,
     /// Messages `domain::transaction::validate` checks per second on one thread (2 % invalid).
     pub validator_messages_per_second: f64,
+    pub rate_accuracy: Option<RateAccuracy>,
     pub target_messages_per_second: f64,
     pub target_share_of_ceiling: f64,
     pub meets_targets: bool,
@@ -132,6 +146,12 @@ impl ProduceBenchReport {
             self.target_messages_per_second,
             if self.meets_targets { "both met" } else { "NOT met" }
         ));
+        if let Some(r) = &self.rate_accuracy {
+            out.push_str(&format!(
+                "--rate {}: {:.1} msg/s over {:.2} s ({:+.2} %)\n",
+                r.requested_per_second, r.achieved_per_second, r.seconds, r.deviation_percent
+            ));
+        }
         out.push_str(&format!(
             "one thread, no Kafka: generator {:.0} msg/s, validator {:.0} msg/s\n",
             self.generator_only_messages_per_second, self.validator_messages_per_second
@@ -162,7 +182,7 @@ impl Outgoing for Prepared<'_> {
     }
 }
 
-/// Runs both phases and returns their figures; `cancel` stops the current phase early.
+/// Runs every phase and returns the figures; `cancel` stops the current phase early.
 pub async fn run(
     options: &ProduceBenchOptions,
     cancel: CancellationToken,
@@ -181,7 +201,7 @@ pub async fn run(
         cpu_only(&users, options.seed);
 
     let generator = StreamGenerator::new(&users, stream.clone());
-    let generated = phase(
+    let generated = counted_phase(
         options,
         "generated (etl produce)",
         cancel.clone(),
@@ -196,10 +216,10 @@ pub async fn run(
         .expect("the generator never ends");
     let keys: Vec<String> = users.iter().map(|u| u.hyphenated().to_string()).collect();
     let count = options.count;
-    let transport_ceiling = phase(
+    let transport_ceiling = counted_phase(
         options,
         "transport ceiling (same bytes)",
-        cancel,
+        cancel.clone(),
         move |k, o, c| {
             let messages = (0..count).map(|i| Prepared {
                 key: keys[i as usize % keys.len()].as_bytes(),
@@ -209,6 +229,35 @@ pub async fn run(
         },
     )
     .await?;
+
+    let rate_accuracy = match options.rate_check {
+        Some((rate, duration)) => {
+            let limits = ProduceOptions {
+                rate: Some(rate),
+                duration: Some(duration),
+                ..ProduceOptions::default()
+            };
+            let generator = StreamGenerator::new(
+                &users,
+                StreamOptions {
+                    seed: options.seed,
+                    ..StreamOptions::default()
+                },
+            );
+            let summary = phase(options, "rate accuracy", limits, cancel, move |k, o, c| {
+                produce_blocking(k, o, generator, c, |_| {})
+            })
+            .await?;
+            Some(RateAccuracy {
+                requested_per_second: rate,
+                seconds: summary.send_elapsed.as_secs_f64(),
+                sent: summary.sent,
+                achieved_per_second: summary.send_rate(),
+                deviation_percent: (summary.send_rate() / f64::from(rate) - 1.0) * 100.0,
+            })
+        }
+        None => None,
+    };
 
     let share_of_ceiling =
         generated.messages_per_second / transport_ceiling.messages_per_second.max(1e-9);
@@ -244,6 +293,7 @@ pub async fn run(
         share_of_ceiling,
         generator_only_messages_per_second,
         validator_messages_per_second,
+        rate_accuracy,
         target_messages_per_second: TARGET_MESSAGES_PER_SECOND,
         target_share_of_ceiling: TARGET_SHARE_OF_CEILING,
     })
@@ -251,6 +301,37 @@ pub async fn run(
 
 /// One phase: a fresh broker and topic, then `send` runs the producer on a blocking thread.
 async fn phase(
+    options: &ProduceBenchOptions,
+    name: &'static str,
+    limits: ProduceOptions,
+    cancel: CancellationToken,
+    send: impl FnOnce(
+        &KafkaSettings,
+        &ProduceOptions,
+        &CancellationToken,
+    ) -> Result<ProduceSummary, ProduceError>
+    + Send
+    + 'static,
+) -> Result<ProduceSummary, BenchError> {
+    let broker = BenchBroker::start(&options.tansu).await?;
+    let settings = KafkaSettings {
+        overrides: options.overrides.clone(),
+        ..broker.settings()
+    };
+    let topic = format!("bench-produce-{}", Uuid::new_v4().simple());
+    admin::create_topics(&settings, &[TopicSpec::new(&topic, options.partitions)]).await?;
+    let produce_options = ProduceOptions { topic, ..limits };
+    tracing::info!(phase = name, broker = %broker.address, "benchmark phase");
+    let summary = tokio::task::spawn_blocking(move || send(&settings, &produce_options, &cancel))
+        .await
+        .expect("the benchmark thread panicked")?;
+    drop(broker);
+    Ok(summary)
+}
+
+/// A [`phase`] of `options.count` messages that must all be delivered: figures of a lossy run
+/// would mean nothing.
+async fn counted_phase(
     options: &ProduceBenchOptions,
     name: &'static str,
     cancel: CancellationToken,
@@ -262,24 +343,12 @@ async fn phase(
     + Send
     + 'static,
 ) -> Result<PhaseResult, BenchError> {
-    let broker = BenchBroker::start(&options.tansu).await?;
-    let settings = KafkaSettings {
-        overrides: options.overrides.clone(),
-        ..broker.settings()
-    };
-    let topic = format!("bench-produce-{}", Uuid::new_v4().simple());
-    admin::create_topics(&settings, &[TopicSpec::new(&topic, options.partitions)]).await?;
-    let produce_options = ProduceOptions {
-        topic,
+    let limits = ProduceOptions {
         count: Some(options.count),
         flush_timeout: Duration::from_secs(120),
         ..ProduceOptions::default()
     };
-    tracing::info!(phase = name, count = options.count, broker = %broker.address, "benchmark phase");
-    let summary = tokio::task::spawn_blocking(move || send(&settings, &produce_options, &cancel))
-        .await
-        .expect("the benchmark thread panicked")?;
-    drop(broker);
+    let summary = phase(options, name, limits, cancel, send).await?;
     if summary.has_failures() {
         return Err(BenchError::Undelivered {
             phase: name.to_string(),

@@ -35,6 +35,13 @@ pub struct ProduceArgs {
     /// The tansu binary (built with the dynostore feature for memory:// storage)
     #[arg(long, env = "TANSU_BIN")]
     pub tansu: Option<PathBuf>,
+    /// Also time a paced run at this rate (messages/s) for --rate-check-duration; 0 skips it
+    #[arg(long, env = "BENCH_RATE_CHECK", default_value_t = 10_000)]
+    pub rate_check: u32,
+    /// Length of the paced run, e.g. 10s
+    #[arg(long, env = "BENCH_RATE_CHECK_DURATION", default_value = "10s",
+          value_parser = super::produce::parse_duration)]
+    pub rate_check_duration: std::time::Duration,
     /// Where to write the figures as JSON
     #[arg(long, env = "BENCH_JSON", default_value = "bench-results/produce.json")]
     pub json: PathBuf,
@@ -62,6 +69,8 @@ impl ProduceArgs {
             tansu: self.tansu.unwrap_or_else(default_tansu_binary),
             // -X applies here too; the broker address is the benchmark's own.
             overrides: global.kafka().overrides,
+            rate_check: (self.rate_check > 0)
+                .then_some((self.rate_check, self.rate_check_duration)),
             ..ProduceBenchOptions::default()
         };
         let report = produce::run(&options, shutdown::on_signal()).await?;
