@@ -5,6 +5,7 @@
 //! Each phase gets a fresh `memory://` broker of its own, so the second phase does not pay for
 //! the first one's data.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -65,10 +66,12 @@ pub struct PhaseResult {
     pub megabytes_per_second: f64,
     /// Mean key + value size in bytes.
     pub mean_message_bytes: f64,
+    /// CPU time the whole etl process (librdkafka's threads included) used in the phase.
+    pub process_cpu_seconds: Option<f64>,
 }
 
 impl PhaseResult {
-    fn from_summary(phase: &'static str, s: &ProduceSummary) -> Self {
+    fn from_summary(phase: &'static str, s: &ProduceSummary, cpu: Option<Duration>) -> Self {
         Self {
             phase,
             messages: s.delivered,
@@ -77,6 +80,7 @@ impl PhaseResult {
             messages_per_second: s.delivery_rate(),
             megabytes_per_second: s.megabytes_per_second(),
             mean_message_bytes: s.delivered_bytes as f64 / s.delivered.max(1) as f64,
+            process_cpu_seconds: cpu.map(|d| d.as_secs_f64()),
         }
     }
 }
@@ -102,14 +106,17 @@ pub struct ProduceBenchReport {
     pub load_average_at_start: Option<f64>,
     pub partitions: i32,
     pub users: u32,
-    pub producer_settings: Vec<(String, String)>,
+    pub producer_settings: BTreeMap<String, String>,
     pub generated: PhaseResult,
     pub transport_ceiling: PhaseResult,
     pub share_of_ceiling: f64,
     /// Messages the generator builds per second on one thread, no Kafka involved.
     pub generator_only_messages_per_second: f64,
+    /// The same per second of CPU time the thread got: what the code costs on a busy machine.
+    pub generator_only_messages_per_cpu_second: Option<f64>,
     /// Messages `domain::transaction::validate` checks per second on one thread (2 % invalid).
     pub validator_messages_per_second: f64,
+    pub validator_messages_per_cpu_second: Option<f64>,
     pub rate_accuracy: Option<RateAccuracy>,
     pub target_messages_per_second: f64,
     pub target_share_of_ceiling: f64,
@@ -130,13 +137,15 @@ impl ProduceBenchReport {
         );
         for p in [&self.generated, &self.transport_ceiling] {
             out.push_str(&format!(
-                "{:<34} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>8.0}\n",
+                "{:<34} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>9.0} {:>9}\n",
                 p.phase,
                 p.messages,
                 p.seconds,
                 p.messages_per_second,
                 p.megabytes_per_second,
-                p.mean_message_bytes
+                p.mean_message_bytes,
+                p.process_cpu_seconds
+                    .map_or_else(|| "?".into(), |c| format!("{c:.2}"))
             ));
         }
         out.push_str(&format!(
@@ -153,8 +162,13 @@ impl ProduceBenchReport {
             ));
         }
         out.push_str(&format!(
-            "one thread, no Kafka: generator {:.0} msg/s, validator {:.0} msg/s\n",
-            self.generator_only_messages_per_second, self.validator_messages_per_second
+            "one thread, no Kafka: generator {:.0} msg/s ({} per CPU-second), validator {:.0} msg/s ({} per CPU-second)\n",
+            self.generator_only_messages_per_second,
+            self.generator_only_messages_per_cpu_second
+                .map_or_else(|| "?".into(), |r| format!("{r:.0}")),
+            self.validator_messages_per_second,
+            self.validator_messages_per_cpu_second
+                .map_or_else(|| "?".into(), |r| format!("{r:.0}")),
         ));
         out.push_str(&format!(
             "build profile {}, {} CPUs, load average at start {}",
@@ -197,8 +211,12 @@ pub async fn run(
         ..StreamOptions::default()
     };
 
-    let (generator_only_messages_per_second, validator_messages_per_second) =
-        cpu_only(&users, options.seed);
+    let cpu = {
+        let (users, seed) = (users.clone(), options.seed);
+        tokio::task::spawn_blocking(move || cpu_only(&users, seed))
+            .await
+            .expect("the CPU-only measurement panicked")
+    };
 
     let generator = StreamGenerator::new(&users, stream.clone());
     let generated = counted_phase(
@@ -244,7 +262,7 @@ pub async fn run(
                     ..StreamOptions::default()
                 },
             );
-            let summary = phase(options, "rate accuracy", limits, cancel, move |k, o, c| {
+            let (summary, _) = phase(options, "rate accuracy", limits, cancel, move |k, o, c| {
                 produce_blocking(k, o, generator, c, |_| {})
             })
             .await?;
@@ -265,14 +283,13 @@ pub async fn run(
         overrides: options.overrides.clone(),
         ..KafkaSettings::new("-")
     };
-    let mut producer_settings: Vec<(String, String)> = settings
+    let producer_settings = settings
         .producer_config()
         .config_map()
         .iter()
         .filter(|(k, _)| **k != "bootstrap.servers")
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    producer_settings.sort();
     Ok(ProduceBenchReport {
         benchmark: "produce",
         started_at,
@@ -291,8 +308,10 @@ pub async fn run(
         generated,
         transport_ceiling,
         share_of_ceiling,
-        generator_only_messages_per_second,
-        validator_messages_per_second,
+        generator_only_messages_per_second: cpu.generator.0,
+        generator_only_messages_per_cpu_second: cpu.generator.1,
+        validator_messages_per_second: cpu.validator.0,
+        validator_messages_per_cpu_second: cpu.validator.1,
         rate_accuracy,
         target_messages_per_second: TARGET_MESSAGES_PER_SECOND,
         target_share_of_ceiling: TARGET_SHARE_OF_CEILING,
@@ -312,7 +331,7 @@ async fn phase(
     ) -> Result<ProduceSummary, ProduceError>
     + Send
     + 'static,
-) -> Result<ProduceSummary, BenchError> {
+) -> Result<(ProduceSummary, Option<Duration>), BenchError> {
     let broker = BenchBroker::start(&options.tansu).await?;
     let settings = KafkaSettings {
         overrides: options.overrides.clone(),
@@ -322,11 +341,15 @@ async fn phase(
     admin::create_topics(&settings, &[TopicSpec::new(&topic, options.partitions)]).await?;
     let produce_options = ProduceOptions { topic, ..limits };
     tracing::info!(phase = name, broker = %broker.address, "benchmark phase");
+    let cpu = process_cpu_time();
     let summary = tokio::task::spawn_blocking(move || send(&settings, &produce_options, &cancel))
         .await
         .expect("the benchmark thread panicked")?;
+    let cpu = process_cpu_time()
+        .zip(cpu)
+        .map(|(end, start)| end.saturating_sub(start));
     drop(broker);
-    Ok(summary)
+    Ok((summary, cpu))
 }
 
 /// A [`phase`] of `options.count` messages that must all be delivered: figures of a lossy run
@@ -348,7 +371,7 @@ async fn counted_phase(
         flush_timeout: Duration::from_secs(120),
         ..ProduceOptions::default()
     };
-    let summary = phase(options, name, limits, cancel, send).await?;
+    let (summary, cpu) = phase(options, name, limits, cancel, send).await?;
     if summary.has_failures() {
         return Err(BenchError::Undelivered {
             phase: name.to_string(),
@@ -359,34 +382,67 @@ async fn counted_phase(
                 .unwrap_or_else(|| "no error reported".into()),
         });
     }
-    Ok(PhaseResult::from_summary(name, &summary))
+    Ok(PhaseResult::from_summary(name, &summary, cpu))
 }
 
 /// Messages in the CPU-only measurements.
 const CPU_ONLY_MESSAGES: usize = 200_000;
 
+/// Messages per second of wall-clock time and per second of the thread's CPU time.
+struct CpuOnly {
+    generator: (f64, Option<f64>),
+    validator: (f64, Option<f64>),
+}
+
 /// Generator and validator speed on one thread, without Kafka: what the producer's and the
-/// sink's per-message work costs.
-fn cpu_only(users: &[Uuid], seed: u64) -> (f64, f64) {
+/// sink's per-message work costs. Runs on a blocking-safe spot: it is short and CPU-bound.
+fn cpu_only(users: &[Uuid], seed: u64) -> CpuOnly {
     let options = StreamOptions {
         seed,
         invalid_ratio: 0.02,
         ..StreamOptions::default()
     };
-    let started = Instant::now();
+    let rates = |wall: Duration, cpu: Option<Duration>| {
+        let per = |d: Duration| CPU_ONLY_MESSAGES as f64 / d.as_secs_f64().max(1e-9);
+        (per(wall), cpu.map(per))
+    };
+    let (wall, cpu) = (Instant::now(), thread_cpu_time());
     let messages: Vec<StreamMessage> = StreamGenerator::new(users, options)
         .take(CPU_ONLY_MESSAGES)
         .collect();
-    let generating = started.elapsed();
-    let started = Instant::now();
+    let generator = rates(wall.elapsed(), cpu_since(cpu));
+    let (wall, cpu) = (Instant::now(), thread_cpu_time());
     let valid = messages
         .iter()
         .filter(|m| validate(&m.payload).is_ok())
         .count();
-    let validating = started.elapsed();
+    let validator = rates(wall.elapsed(), cpu_since(cpu));
     std::hint::black_box(valid);
-    let rate = |d: Duration| CPU_ONLY_MESSAGES as f64 / d.as_secs_f64().max(1e-9);
-    (rate(generating), rate(validating))
+    CpuOnly {
+        generator,
+        validator,
+    }
+}
+
+/// CPU time of the calling thread so far (Linux: /proc/thread-self/schedstat, in ns).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// CPU time of this whole process so far (Linux: utime + stime of /proc/self/stat, in ticks
+/// of 10 ms).
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn cpu_since(start: Option<Duration>) -> Option<Duration> {
+    Some(thread_cpu_time()?.saturating_sub(start?))
 }
 
 /// The 1-minute load average on Linux; `None` elsewhere.

@@ -397,7 +397,7 @@ fn render(d: &Draft<'_>, defect: Option<InjectedKind>) -> Vec<u8> {
     if defect == Some(K::EmptyObject) {
         return b"{}".to_vec();
     }
-    let mut out = Vec::with_capacity(420);
+    let mut out = Vec::with_capacity(512);
     out.push(b'{');
     let mut uuid_buf = Uuid::encode_buffer();
     match defect {
