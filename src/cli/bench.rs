@@ -35,6 +35,10 @@ pub struct ProduceArgs {
     /// The tansu binary (built with the dynostore feature for memory:// storage)
     #[arg(long, env = "TANSU_BIN")]
     pub tansu: Option<PathBuf>,
+    /// Rounds of both phases, alternating; the best of each counts (noise only slows down)
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Also time a paced run at this rate (messages/s) for --rate-check-duration; 0 skips it
     #[arg(long, env = "BENCH_RATE_CHECK", default_value_t = 10_000)]
     pub rate_check: u32,
@@ -69,6 +73,7 @@ impl ProduceArgs {
             tansu: self.tansu.unwrap_or_else(default_tansu_binary),
             // -X applies here too; the broker address is the benchmark's own.
             overrides: global.kafka().overrides,
+            rounds: self.rounds,
             rate_check: (self.rate_check > 0)
                 .then_some((self.rate_check, self.rate_check_duration)),
             ..ProduceBenchOptions::default()
