@@ -1,10 +1,11 @@
 //! Sending a message stream to Kafka at a steady rate and accounting for every message.
 //!
-//! The loop is synchronous on purpose: librdkafka's own threads do the I/O, a `ThreadedProducer`
-//! reports deliveries through a callback that only bumps counters, and the sending thread does
-//! nothing per message but pace, enqueue and count. That is what lets one core generate and send
-//! hundreds of thousands of messages a second; async futures per message would cost more than
-//! the message.
+//! The loop is synchronous on purpose: librdkafka's own threads do the I/O, and the sending
+//! thread does nothing per message but pace, enqueue and count; async futures per message would
+//! cost more than the message. Only failed deliveries are reported back
+//! (`delivery.report.only.error`): a report per success costs librdkafka an event and us a
+//! callback per message, while success is what remains once the producer has accounted for
+//! everything it was given (see the end of [`produce_blocking`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,12 +16,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaSettings;
 use super::config::REQUEST_TIMEOUT;
 use crate::generate::stream::StreamMessage;
+
+/// How long purged messages may take to be reported after a flush timed out.
+const PURGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Header with the send time in microseconds since the epoch, for end-to-end latency.
 pub const PRODUCED_AT_HEADER: &str = "produced_at";
@@ -214,12 +220,11 @@ impl fmt::Display for ProduceSummary {
     }
 }
 
-/// Delivery reports land here, on librdkafka's polling thread.
+/// Failed-delivery reports land here, on librdkafka's polling thread.
 #[derive(Default)]
 struct DeliveryCounters {
-    delivered: AtomicU64,
-    delivered_bytes: AtomicU64,
     failed: AtomicU64,
+    failed_bytes: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -235,14 +240,13 @@ impl ProducerContext for DeliveryTracker {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(m) => {
-                let bytes = m.payload_len() + m.key().map_or(0, <[u8]>::len);
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .delivered_bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-            }
+            // Only with a `-X delivery.report.only.error=false` override; success is derived.
+            Ok(_) => {}
             Err((error, m)) => {
+                let bytes = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+                self.counters
+                    .failed_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
                 let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 if failed == 0 {
                     tracing::warn!(topic = %self.topic, partition = m.partition(), %error, "a message could not be delivered");
@@ -314,6 +318,7 @@ pub fn produce_blocking<M: Outgoing>(
     };
     let producer: ThreadedProducer<DeliveryTracker> = settings
         .producer_config()
+        .set("delivery.report.only.error", "true")
         .create_with_context(context)
         .map_err(ProduceError::Config)?;
     check_topic(&producer, settings, &options.topic)?;
@@ -324,15 +329,20 @@ pub fn produce_blocking<M: Outgoing>(
     let mut bucket = options.rate.map(|r| TokenBucket::new(r, start));
     let mut next_progress = start + options.progress_interval;
     let mut sent = 0u64;
+    let mut sent_bytes = 0u64;
     let mut orphans = 0u64;
     let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut enqueue_error = None;
     let mut messages = messages.into_iter();
-    let progress = |sent, now: Instant| Progress {
-        sent,
-        delivered: counters.delivered.load(Ordering::Relaxed),
-        failed: counters.failed.load(Ordering::Relaxed),
-        elapsed: now - start,
+    // Live: what is neither waiting in librdkafka nor failed has been acknowledged.
+    let progress = |sent: u64, in_flight: i32, now: Instant| {
+        let failed = counters.failed.load(Ordering::Relaxed);
+        Progress {
+            sent,
+            delivered: sent.saturating_sub(u64::try_from(in_flight).unwrap_or(0) + failed),
+            failed,
+            elapsed: now - start,
+        }
     };
 
     let stop = 'send: loop {
@@ -341,7 +351,7 @@ pub fn produce_blocking<M: Outgoing>(
         }
         let mut now = Instant::now();
         if now >= next_progress {
-            on_progress(&progress(sent, now));
+            on_progress(&progress(sent, producer.in_flight_count(), now));
             next_progress = now + options.progress_interval;
         }
         if let Some(bucket) = &mut bucket {
@@ -380,6 +390,7 @@ pub fn produce_blocking<M: Outgoing>(
                 value: Some(kind),
             });
         }
+        let bytes = message.key().len() + message.payload().len();
         let mut record = BaseRecord::to(&options.topic)
             .key(message.key())
             .payload(message.payload())
@@ -403,6 +414,7 @@ pub fn produce_blocking<M: Outgoing>(
             }
         }
         sent += 1;
+        sent_bytes += bytes as u64;
         orphans += u64::from(message.orphan());
         if let Some(kind) = kind {
             *injected.entry(kind).or_default() += 1;
@@ -410,14 +422,27 @@ pub fn produce_blocking<M: Outgoing>(
     };
     let send_elapsed = start.elapsed();
 
-    // Bounded: what is not delivered by then is purged when the producer is dropped, and the
-    // purge reports those messages as failed, so the counters below are final.
+    // Bounded: what is not delivered by then is purged, and the purge reports those messages as
+    // failed. Anything librdkafka still holds after that counts as failed too, so `delivered`
+    // below is exactly what the broker acknowledged.
+    let mut unaccounted = 0;
     if let Err(error) = producer.flush(options.flush_timeout) {
         tracing::warn!(topic = %options.topic, %error, timeout = ?options.flush_timeout, "deliveries still outstanding after the flush timeout; giving up on them");
+        producer.purge(PurgeConfig::default().queue().inflight());
+        let _ = producer.flush(PURGE_REPORT_TIMEOUT);
+        unaccounted = u64::try_from(producer.in_flight_count()).unwrap_or(0);
     }
     drop(producer);
     let elapsed = start.elapsed();
-    on_progress(&progress(sent, Instant::now()));
+    let failed = counters.failed.load(Ordering::Relaxed) + unaccounted;
+    let failed_bytes =
+        counters.failed_bytes.load(Ordering::Relaxed) + unaccounted * (sent_bytes / sent.max(1));
+    on_progress(&Progress {
+        sent,
+        delivered: sent.saturating_sub(failed),
+        failed,
+        elapsed,
+    });
 
     let first_error = enqueue_error.or_else(|| {
         counters
@@ -429,9 +454,9 @@ pub fn produce_blocking<M: Outgoing>(
     let summary = ProduceSummary {
         topic: options.topic.clone(),
         sent,
-        delivered: counters.delivered.load(Ordering::Relaxed),
-        failed: counters.failed.load(Ordering::Relaxed),
-        delivered_bytes: counters.delivered_bytes.load(Ordering::Relaxed),
+        delivered: sent.saturating_sub(failed),
+        failed,
+        delivered_bytes: sent_bytes.saturating_sub(failed_bytes),
         injected,
         orphans,
         send_elapsed,
