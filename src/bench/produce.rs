@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::BenchError;
 use super::broker::{BenchBroker, default_tansu_binary};
 use crate::domain::transaction::validate;
+use crate::generate::prefetch::Prefetch;
 use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
 use crate::kafka::admin::{self, TopicSpec};
@@ -263,7 +264,8 @@ pub async fn run(
                 options,
                 "generated (etl produce)",
                 cancel.clone(),
-                move |k, o, c| produce_blocking(k, o, generator, c, |_| {}),
+                // As `etl produce` runs without --rate: generation on a thread of its own.
+                move |k, o, c| produce_blocking(k, o, Prefetch::new(generator), c, |_| {}),
             )
             .await?,
         );
