@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::BenchError;
 use super::broker::{BenchBroker, default_tansu_binary};
 use crate::domain::transaction::validate;
-use crate::generate::prefetch::Prefetch;
 use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
 use crate::kafka::admin::{self, TopicSpec};
@@ -264,8 +263,7 @@ pub async fn run(
                 options,
                 "generated (etl produce)",
                 cancel.clone(),
-                // As `etl produce` runs without --rate: generation on a thread of its own.
-                move |k, o, c| produce_blocking(k, o, Prefetch::new(generator), c, |_| {}),
+                move |k, o, c| produce_blocking(k, o, generator, c, |_| {}),
             )
             .await?,
         );

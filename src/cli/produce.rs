@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::generate::prefetch::Prefetch;
 use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
 use crate::generate::user_ids::load_user_ids;
 use crate::kafka::producer::{ProduceOptions, Progress, produce_blocking};
@@ -82,14 +81,7 @@ impl Args {
         let kafka = global.kafka();
         let progress = bar.clone();
         let summary = tokio::task::spawn_blocking(move || {
-            let report = |p: &Progress| show(&progress, p);
-            if options.rate.is_none() {
-                // Flat out: build messages on another core while this one sends. Paced runs
-                // build inline, so a wall-clock timestamp is taken when the message goes out.
-                produce_blocking(&kafka, &options, Prefetch::new(generator), &cancel, report)
-            } else {
-                produce_blocking(&kafka, &options, generator, &cancel, report)
-            }
+            produce_blocking(&kafka, &options, generator, &cancel, |p| show(&progress, p))
         })
         .await
         .context("the sending thread panicked")??;
