@@ -10,6 +10,8 @@
 //! transactions, and about one valid transaction in 70 is an outlier far above that user's usual
 //! spend.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
@@ -168,8 +170,8 @@ pub struct StreamMessage {
     /// Position in the stream, from 0; the tx_id derives from it.
     pub sequence: u64,
     pub tx_id: Uuid,
-    /// The user_id as text: the message key.
-    pub key: String,
+    /// The user_id as text: the message key (shared with the user's profile, not copied).
+    pub key: Arc<str>,
     pub payload: Vec<u8>,
     /// Set on deliberately bad messages: what the validator must report.
     pub injected: Option<InjectedKind>,
@@ -193,7 +195,7 @@ pub fn tx_id(namespace: &Uuid, sequence: u64) -> Uuid {
 /// A user's habits, fixed for the run.
 #[derive(Debug, Clone)]
 struct UserProfile {
-    key: String,
+    key: Arc<str>,
     city: usize,
     /// Multiplies every amount: some users spend more than others.
     spend: f64,
@@ -252,7 +254,7 @@ impl StreamGenerator {
         sorted.shuffle(&mut rng);
         let spend = LogNormal::new(0.0, 0.5).expect("valid log-normal parameters");
         let profile = |id: Uuid, rng: &mut ChaCha8Rng| UserProfile {
-            key: id.hyphenated().to_string(),
+            key: Arc::from(id.hyphenated().to_string()),
             city: rng.random_range(0..STREAM_CITIES.len()),
             spend: spend.sample(rng),
             favourite_payment: rng.random_range(0..PAYMENT_METHODS.len()),
@@ -414,17 +416,21 @@ fn render(d: &Draft<'_>, defect: Option<InjectedKind>) -> Vec<u8> {
         Some(K::NullUserId) => raw(&mut out, "user_id", "null"),
         _ => string(&mut out, "user_id", &d.user.key),
     }
-    let amount = format_cents(d.cents);
+    let mut amount_buf = [0u8; 24];
+    let amount = format_cents(d.cents, &mut amount_buf);
     match defect {
-        Some(K::AmountAsString) => string(&mut out, "amount", &amount),
+        Some(K::AmountAsString) => string(&mut out, "amount", amount),
         Some(K::ZeroAmount) => raw(&mut out, "amount", "0.00"),
-        Some(K::AmountTooLarge) => raw(
-            &mut out,
-            "amount",
-            &format_cents(d.cents.signum() * 250_000_000),
-        ),
+        Some(K::AmountTooLarge) => {
+            let mut buf = [0u8; 24];
+            raw(
+                &mut out,
+                "amount",
+                format_cents(d.cents.signum() * 250_000_000, &mut buf),
+            );
+        }
         Some(K::TooManyDecimals) => raw(&mut out, "amount", &format!("{amount}7")),
-        _ => raw(&mut out, "amount", &amount),
+        _ => raw(&mut out, "amount", amount),
     }
     match defect {
         Some(K::UnknownCurrency) => string(&mut out, "currency", "BTC"),
@@ -463,11 +469,12 @@ fn render(d: &Draft<'_>, defect: Option<InjectedKind>) -> Vec<u8> {
     string(&mut out, "country", country);
     string(&mut out, "source_system", STREAM_SOURCE_SYSTEM);
     string(&mut out, "transaction_type", "real_time");
-    raw(&mut out, "processing_time_ms", &{
-        let mut ms = String::with_capacity(8);
-        push_decimal(&mut ms, u64::from(d.processing_time_ms));
-        ms
-    });
+    let mut ms_buf = [0u8; 20];
+    raw(
+        &mut out,
+        "processing_time_ms",
+        decimal(u64::from(d.processing_time_ms), &mut ms_buf),
+    );
     // The last field's comma becomes the closing brace.
     *out.last_mut().expect("at least one field") = b'}';
     if defect == Some(K::NotJson) {
@@ -497,33 +504,39 @@ fn raw(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b',');
 }
 
-/// 12345 → "123.45", -5 → "-0.05".
-fn format_cents(cents: i64) -> String {
-    let mut out = String::with_capacity(12);
-    if cents < 0 {
-        out.push('-');
-    }
+/// 12345 → "123.45", -5 → "-0.05", written into `buf`: no allocation per message.
+fn format_cents(cents: i64, buf: &mut [u8; 24]) -> &str {
     let abs = cents.unsigned_abs();
-    push_decimal(&mut out, abs / 100);
-    out.push('.');
-    out.push(char::from(b'0' + (abs % 100 / 10) as u8));
-    out.push(char::from(b'0' + (abs % 10) as u8));
-    out
+    let mut end = buf.len();
+    for digit in [abs % 10, abs / 10 % 10] {
+        end -= 1;
+        buf[end] = b'0' + digit as u8;
+    }
+    end -= 1;
+    buf[end] = b'.';
+    let mut whole = [0u8; 20];
+    let whole = decimal(abs / 100, &mut whole).as_bytes();
+    let mut start = end - whole.len();
+    buf[start..end].copy_from_slice(whole);
+    if cents < 0 {
+        start -= 1;
+        buf[start] = b'-';
+    }
+    std::str::from_utf8(&buf[start..]).expect("ASCII digits")
 }
 
-/// Appends `n` in decimal without going through the formatting machinery.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `n` in decimal, written into `buf` without the formatting machinery.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
     loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+    std::str::from_utf8(&buf[start..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
@@ -621,7 +634,7 @@ mod tests {
                     let tx = validate(&m.payload)
                         .unwrap_or_else(|r| panic!("{r}: {}", String::from_utf8_lossy(&m.payload)));
                     assert_eq!(tx.tx_id, m.tx_id);
-                    assert_eq!(tx.user_id.to_string(), m.key);
+                    assert_eq!(tx.user_id.to_string(), *m.key);
                     assert_eq!(known.contains(&tx.user_id), !m.orphan);
                     valid += 1;
                     orphans += usize::from(m.orphan);
@@ -716,10 +729,14 @@ mod tests {
 
     #[test]
     fn cents_are_formatted_exactly() {
-        assert_eq!(format_cents(12345), "123.45");
-        assert_eq!(format_cents(-5), "-0.05");
-        assert_eq!(format_cents(100), "1.00");
-        assert_eq!(format_cents(99_999_999), "999999.99");
-        assert_eq!(format_cents(-250_000_000), "-2500000.00");
+        let cents = |c| format_cents(c, &mut [0; 24]).to_string();
+        assert_eq!(cents(12345), "123.45");
+        assert_eq!(cents(-5), "-0.05");
+        assert_eq!(cents(100), "1.00");
+        assert_eq!(cents(99_999_999), "999999.99");
+        assert_eq!(cents(-250_000_000), "-2500000.00");
+        assert_eq!(cents(i64::MIN), "-92233720368547758.08");
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), "18446744073709551615");
     }
 }

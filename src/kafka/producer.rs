@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::KafkaSettings;
 use super::config::REQUEST_TIMEOUT;
-use crate::generate::stream::StreamMessage;
+use crate::generate::stream::{StreamMessage, decimal};
 
 /// How long purged messages may take to be reported after a flush timed out.
 const PURGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -374,15 +374,16 @@ pub fn produce_blocking<M: Outgoing>(
             break StopReason::SourceExhausted;
         };
 
-        let produced_at = SystemTime::now()
+        let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .as_micros()
-            .to_string();
+            .as_micros();
+        let mut produced_at = [0u8; 20];
+        let produced_at = decimal(u64::try_from(micros).unwrap_or(u64::MAX), &mut produced_at);
         let kind = message.injected();
         let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
             key: PRODUCED_AT_HEADER,
-            value: Some(&produced_at),
+            value: Some(produced_at),
         });
         if let Some(kind) = kind {
             headers = headers.insert(Header {
