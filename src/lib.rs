@@ -4,6 +4,7 @@
 //! the integration tests in `tests/it/` call the same code.
 
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod domain;

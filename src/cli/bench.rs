@@ -1,4 +1,5 @@
-//! `etl bench …`: benchmarks that are not tests. Numbers go to stdout; run with `just bench-batch`.
+//! `etl bench …`: benchmarks that are not tests. Figures go to stdout (and JSON where noted);
+//! build with --release for figures that mean something.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,10 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
+use crate::bench::broker::default_tansu_binary;
+use crate::bench::produce::{self, ProduceBenchOptions};
 use crate::generate::monthly::{Month, MonthlyOptions};
+use crate::shutdown;
 
 use super::GlobalArgs;
 use super::generate_monthly::progress_bar;
@@ -16,6 +20,10 @@ pub enum Bench {
     /// generate-monthly for one month, then load-batch of it against a raw COPY of the same files
     /// into the same tables, in a scratch database that is dropped afterwards.
     Batch(BatchArgs),
+    /// Messages/s and MB/s that `etl produce` delivers with acks=all to a memory:// tansu broker
+    /// it starts itself, next to the transport ceiling (the same settings sending identical
+    /// pre-serialized payloads).
+    Produce(ProduceArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,34 +48,103 @@ pub struct BatchArgs {
     pub dir: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Messages per phase
+    #[arg(long, env = "BENCH_COUNT", default_value_t = 2_000_000)]
+    pub count: u64,
+    /// Partitions of the benchmark topic
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Distinct users (message keys)
+    #[arg(long, env = "BENCH_USERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+    /// The tansu binary (built with the dynostore feature for memory:// storage)
+    #[arg(long, env = "TANSU_BIN")]
+    pub tansu: Option<PathBuf>,
+    /// Rounds of both phases, alternating; the best of each counts (noise only slows down)
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Also time a paced run at this rate (messages/s) for --rate-check-duration; 0 skips it
+    #[arg(long, env = "BENCH_RATE_CHECK", default_value_t = 10_000)]
+    pub rate_check: u32,
+    /// Length of the paced run, e.g. 10s
+    #[arg(long, env = "BENCH_RATE_CHECK_DURATION", default_value = "10s",
+          value_parser = super::produce::parse_duration)]
+    pub rate_check_duration: std::time::Duration,
+    /// Where to write the figures as JSON
+    #[arg(long, env = "BENCH_JSON", default_value = "bench-results/produce.json")]
+    pub json: PathBuf,
+}
+
 impl Bench {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         match self {
-            Self::Batch(args) => {
-                let month = Month::parse(&args.month)
-                    .with_context(|| format!("--month {:?} is not like 2025-01", args.month))?;
-                let options = BatchBenchOptions {
-                    month: MonthlyOptions {
-                        month,
-                        users: args.users,
-                        transactions: args.transactions,
-                        seed: args.seed,
-                        invalid_ratio: 0.0,
-                    },
-                    dir: args.dir,
-                    database_url: global.database_url.clone(),
-                    rounds: args.rounds,
-                };
-                let profile = if cfg!(debug_assertions) {
-                    "dev (unoptimized)"
-                } else {
-                    "release"
-                };
-                println!("build profile: {profile}");
-                let report = run(&options, progress_bar()).await?;
-                println!("{report}");
-                Ok(())
-            }
+            Bench::Batch(args) => args.run(global).await,
+            Bench::Produce(args) => args.run(global).await,
         }
+    }
+}
+
+impl BatchArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        let month = Month::parse(&self.month)
+            .with_context(|| format!("--month {:?} is not like 2025-01", self.month))?;
+        let options = BatchBenchOptions {
+            month: MonthlyOptions {
+                month,
+                users: self.users,
+                transactions: self.transactions,
+                seed: self.seed,
+                invalid_ratio: 0.0,
+            },
+            dir: self.dir,
+            database_url: global.database_url.clone(),
+            rounds: self.rounds,
+        };
+        let profile = if cfg!(debug_assertions) {
+            "dev (unoptimized)"
+        } else {
+            "release"
+        };
+        println!("build profile: {profile}");
+        let report = run(&options, progress_bar()).await?;
+        println!("{report}");
+        Ok(())
+    }
+}
+
+impl ProduceArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "note: this is a debug build; `cargo run --release -- bench produce` measures what ships"
+            );
+        }
+        let options = ProduceBenchOptions {
+            count: self.count,
+            partitions: self.partitions,
+            users: self.users,
+            tansu: self.tansu.unwrap_or_else(default_tansu_binary),
+            // -X applies here too; the broker address is the benchmark's own.
+            overrides: global.kafka().overrides,
+            rounds: self.rounds,
+            rate_check: (self.rate_check > 0)
+                .then_some((self.rate_check, self.rate_check_duration)),
+            ..ProduceBenchOptions::default()
+        };
+        let report = produce::run(&options, shutdown::on_signal()).await?;
+        println!("{}", report.table());
+        if let Some(dir) = self.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&self.json, json + "\n")
+            .with_context(|| format!("writing {}", self.json.display()))?;
+        println!("figures written to {}", self.json.display());
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod generate_monthly;
 mod global;
 pub mod load_batch;
 pub mod migrate;
+pub mod produce;
 pub mod topics;
 
 use clap::{Parser, Subcommand};
@@ -27,28 +28,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the schema migrations in `migrations/` (every other command also does this on start).
-    Migrate(migrate::Args),
     /// Write one month of users and batch transactions into CSV files (same arguments, same bytes).
     GenerateMonthly(generate_monthly::Args),
     /// Validate the monthly CSV files and land them in users_raw / transactions_batch_raw.
     LoadBatch(load_batch::Args),
-    /// Benchmarks that are not tests: `etl bench batch`.
-    #[command(subcommand)]
-    Bench(bench::Bench),
+    /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
+    Produce(produce::Args),
+    /// Apply the schema migrations in `migrations/` (every other command also does this on start).
+    Migrate(migrate::Args),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
     #[command(subcommand)]
     Topics(topics::Command),
+    /// Benchmarks, not tests: `etl bench batch`, `etl bench produce`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Migrate(args) => args.run(&self.global).await,
             Command::GenerateMonthly(args) => args.run().await,
             Command::LoadBatch(args) => args.run(&self.global).await,
-            Command::Bench(bench) => bench.run(&self.global).await,
+            Command::Produce(args) => args.run(&self.global).await,
+            Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
+            Command::Bench(bench) => bench.run(&self.global).await,
         }
     }
 }

@@ -3,4 +3,5 @@
 pub mod batch_transaction;
 pub mod catalog;
 pub mod field;
+pub mod transaction;
 pub mod user;

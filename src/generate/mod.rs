@@ -1,5 +1,8 @@
-//! Seeded fake-data generators: pure iterators, the same seed always gives the same data.
+//! Seeded fake-data generators: pure iterators, the same seed always gives the same data,
+//! plus the inputs they read (earlier months, `user_ids`) and the files they write.
 
 pub mod corrupt;
 pub mod files;
 pub mod monthly;
+pub mod stream;
+pub mod user_ids;

@@ -1,9 +1,10 @@
-//! Everything that talks to Kafka: client settings, topic admin and inspection.
+//! Everything that talks to Kafka: client settings, topic admin and inspection, the producer.
 
 pub mod admin;
 pub mod config;
 pub mod error;
 pub mod lag;
+pub mod producer;
 pub mod tail;
 
 pub use config::KafkaSettings;

@@ -7,4 +7,5 @@ mod helpers;
 mod kafka_roundtrip;
 mod migrate;
 mod postgres_roundtrip;
+mod produce;
 mod topics;
