@@ -31,7 +31,15 @@ install:
 
 # The demo end to end on a fresh machine (grows as the pipeline does)
 demo: up
+    {{with_services}} for month in 6 7 8; do \
+        {{etl}} generate-monthly --year 2025 --month $month --users 2000 --transactions 10000 \
+            --out-dir data/incoming --seed 42 --invalid-ratio 0.005; \
+    done
+    {{with_services}} {{etl}} load-batch --dir data/incoming
+    {{with_services}} {{etl}} produce --users-dir data/incoming --count 20000 --backfill-days 30 \
+        --invalid-ratio 0.01 --orphan-ratio 0.02 --seed 42
     {{with_services}} {{etl}} topics list
+    {{with_services}} {{etl}} topics tail transactions --max 3
 
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up

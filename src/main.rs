@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", etl::cli::error_report(&err));
             ExitCode::FAILURE
         }
     }

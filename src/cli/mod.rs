@@ -56,3 +56,32 @@ impl Cli {
         }
     }
 }
+
+/// The error and its causes on one line, each cause once: many of our errors already quote their
+/// cause in their own sentence, and repeating it would only bury the advice.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut report = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !report.contains(&cause) {
+            report.push_str(": ");
+            report.push_str(&cause);
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let quoted = anyhow::Error::new(io).context("writing x.csv failed: disk full");
+        assert_eq!(error_report(&quoted), "writing x.csv failed: disk full");
+        let io = std::io::Error::other("disk full");
+        let plain = anyhow::Error::new(io).context("writing x.csv");
+        assert_eq!(error_report(&plain), "writing x.csv: disk full");
+    }
+}

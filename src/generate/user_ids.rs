@@ -57,16 +57,23 @@ pub fn load_user_ids(dir: &Path) -> Result<UserIds, UserIdsError> {
             file: file.clone(),
             source,
         };
-        let mut reader = csv::Reader::from_path(file).map_err(csv_error)?;
-        let column = reader
-            .headers()
-            .map_err(csv_error)?
+        // Flexible: a row with the wrong number of fields is one the loader rejects, so it is
+        // skipped here too rather than failing the whole file.
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(file)
+            .map_err(csv_error)?;
+        let headers = reader.headers().map_err(csv_error)?.clone();
+        let column = headers
             .iter()
             .position(|h| h.trim() == "user_id")
             .ok_or_else(|| UserIdsError::NoUserIdColumn { file: file.clone() })?;
         let mut record = csv::StringRecord::new();
         while reader.read_record(&mut record).map_err(csv_error)? {
-            match record.get(column).map(|v| Uuid::try_parse(v.trim())) {
+            let parsed = (record.len() == headers.len())
+                .then(|| record.get(column).map(|v| Uuid::try_parse(v.trim())))
+                .flatten();
+            match parsed {
                 Some(Ok(id)) => {
                     ids.insert(id);
                 }
