@@ -224,7 +224,7 @@ tansu_down() { # instance
 cmd_test_broker() {
   [[ $(cat "$LOCAL_DIR/mode" 2>/dev/null) == local ]] || return 0
   tansu_down tansu-test
-  rm -f "$LOCAL_DIR"/tansu-test/tansu.db*
+  rm -f "$LOCAL_DIR"/tansu-test/tansu.db* "$LOCAL_DIR"/tansu-test/tansu.log
   tansu_up tansu-test "$KAFKA_TEST_PORT"
 }
 

@@ -166,13 +166,22 @@ fn run_detached(work: impl Future<Output = ()> + Send + 'static) {
 
 /// Runs the `etl` binary with the test services in its environment; returns (success, stdout, stderr).
 pub fn run_etl(args: &[&str], database_url: Option<&str>) -> (bool, String, String) {
+    run_etl_with_brokers(args, database_url, &services().kafka_brokers)
+}
+
+/// Like [`run_etl`], against other Kafka brokers (e.g. librdkafka's mock cluster).
+pub fn run_etl_with_brokers(
+    args: &[&str],
+    database_url: Option<&str>,
+    kafka_brokers: &str,
+) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_etl"))
         .args(args)
         .env(
             "DATABASE_URL",
             database_url.unwrap_or(&services().database_url),
         )
-        .env("KAFKA_BROKERS", &services().kafka_brokers)
+        .env("KAFKA_BROKERS", kafka_brokers)
         .env("RUST_LOG", "warn")
         .current_dir(std::env::temp_dir())
         .output()
