@@ -28,8 +28,11 @@ pub struct Scanned {
 
 /// Splits `data` into its header and records.
 pub fn scan(data: &[u8]) -> Scanned {
-    let mut records = Vec::new();
-    let mut header = None;
+    let mut scanned = Scanned {
+        header: 0..0,
+        records: Vec::new(),
+    };
+    let mut seen_header = false;
     let mut line: u64 = 1;
     let mut start = 0usize;
     let mut start_line = 1u64;
@@ -44,20 +47,7 @@ pub fn scan(data: &[u8]) -> Scanned {
                 if in_quotes {
                     continue;
                 }
-                let end = if i > start && data[i - 1] == b'\r' {
-                    i - 1
-                } else {
-                    i
-                };
-                if header.is_none() {
-                    header = Some(start..end);
-                } else {
-                    records.push(RawRecord {
-                        line: start_line,
-                        bytes: start..end,
-                        fields,
-                    });
-                }
+                scanned.push(&mut seen_header, data, start..i, start_line, fields);
                 start = i + 1;
                 start_line = line;
                 fields = 1;
@@ -67,24 +57,44 @@ pub fn scan(data: &[u8]) -> Scanned {
     }
     // A last record without a terminating newline.
     if start < data.len() {
-        let end = if data.ends_with(b"\r") {
-            data.len() - 1
+        scanned.push(
+            &mut seen_header,
+            data,
+            start..data.len(),
+            start_line,
+            fields,
+        );
+    }
+    scanned
+}
+
+impl Scanned {
+    /// Records the line `span` (its terminator excluded, a `\r` before it dropped): the first one
+    /// is the header, every later one a record.
+    fn push(
+        &mut self,
+        seen_header: &mut bool,
+        data: &[u8],
+        span: Range<usize>,
+        line: u64,
+        fields: usize,
+    ) {
+        let end = if span.end > span.start && data[span.end - 1] == b'\r' {
+            span.end - 1
         } else {
-            data.len()
+            span.end
         };
-        if header.is_none() {
-            header = Some(start..end);
-        } else {
-            records.push(RawRecord {
-                line: start_line,
-                bytes: start..end,
+        let bytes = span.start..end;
+        if *seen_header {
+            self.records.push(RawRecord {
+                line,
+                bytes,
                 fields,
             });
+        } else {
+            self.header = bytes;
+            *seen_header = true;
         }
-    }
-    Scanned {
-        header: header.unwrap_or(0..0),
-        records,
     }
 }
 

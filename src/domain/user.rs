@@ -256,27 +256,31 @@ fn is_plausible_email(value: &str) -> bool {
     }
 }
 
+/// A valid user row in header order, shared by the tests of the parser and of the corruptions.
+#[cfg(test)]
+pub(crate) const SAMPLE_ROW: [&str; 15] = [
+    "67e55044-10b1-426f-9247-bb680e5fe0c8",
+    "Ada",
+    "Lovelace",
+    "ada.lovelace@example.com",
+    "36",
+    "high",
+    "gold",
+    "moderate",
+    "Austin",
+    "TX",
+    "US",
+    "2025-03-04T05:06:07",
+    "groceries,travel",
+    "true",
+    "third_party_registration",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GOOD: [&str; 15] = [
-        "67e55044-10b1-426f-9247-bb680e5fe0c8",
-        "Ada",
-        "Lovelace",
-        "ada.lovelace@example.com",
-        "36",
-        "high",
-        "gold",
-        "moderate",
-        "Austin",
-        "TX",
-        "US",
-        "2025-03-04T05:06:07",
-        "groceries,travel",
-        "true",
-        "third_party_registration",
-    ];
+    const GOOD: [&str; 15] = SAMPLE_ROW;
 
     #[test]
     fn a_good_row_parses_and_round_trips() {

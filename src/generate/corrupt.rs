@@ -154,25 +154,7 @@ mod tests {
 
     #[test]
     fn each_corruption_is_refused_as_announced() {
-        let user: Vec<String> = [
-            "67e55044-10b1-426f-9247-bb680e5fe0c8",
-            "Ada",
-            "Lovelace",
-            "ada.lovelace@example.com",
-            "36",
-            "high",
-            "gold",
-            "moderate",
-            "Austin",
-            "TX",
-            "US",
-            "2025-03-04T05:06:07",
-            "groceries,travel",
-            "true",
-            "third_party_registration",
-        ]
-        .map(String::from)
-        .to_vec();
+        let user: Vec<String> = crate::domain::user::SAMPLE_ROW.map(String::from).to_vec();
         for kind in USER_BAD_KINDS {
             let mut fields = user.clone();
             kind.apply(FileKind::Users, &mut fields);
