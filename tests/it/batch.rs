@@ -71,6 +71,15 @@ async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
+/// Rows in (users_raw, transactions_batch_raw, etl.batch_rejects).
+async fn landed(db: &TestDb) -> (i64, i64, i64) {
+    (
+        count(db, "SELECT count(*) FROM public.users_raw").await,
+        count(db, "SELECT count(*) FROM public.transactions_batch_raw").await,
+        count(db, "SELECT count(*) FROM etl.batch_rejects").await,
+    )
+}
+
 #[test]
 fn the_same_arguments_give_byte_identical_files() {
     let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
@@ -348,9 +357,7 @@ async fn rerunning_the_loader_is_a_no_op() {
     load_all(&db.pool, &load_options(dir.path())).await.unwrap();
     let snapshot = || async {
         (
-            count(&db, "SELECT count(*) FROM public.users_raw").await,
-            count(&db, "SELECT count(*) FROM public.transactions_batch_raw").await,
-            count(&db, "SELECT count(*) FROM etl.batch_rejects").await,
+            landed(&db).await,
             count(&db, "SELECT count(*) FROM etl.loaded_files").await,
         )
     };
@@ -408,18 +415,7 @@ async fn a_changed_file_is_refused_without_reload_and_replaced_with_it() {
     for outcome in outcomes {
         assert_eq!(outcome.unwrap().status, FileStatus::Reloaded);
     }
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM public.users_raw").await,
-        300
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM public.transactions_batch_raw").await,
-        1_200
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM etl.batch_rejects").await,
-        0
-    );
+    assert_eq!(landed(&db).await, (300, 1_200, 0));
     let new_ids: HashSet<uuid::Uuid> = users(&report.users_file)
         .iter()
         .map(|u| u.user_id)
@@ -472,18 +468,7 @@ async fn two_concurrent_loaders_load_each_file_once() {
         .filter(|o| matches!(o.status, FileStatus::AlreadyLoaded { .. }))
         .count();
     assert_eq!((loaded, skipped), (2, 2), "{outcomes:?}");
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM public.users_raw").await,
-        380
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM public.transactions_batch_raw").await,
-        1_140
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM etl.batch_rejects").await,
-        80
-    );
+    assert_eq!(landed(&db).await, (380, 1_140, 80));
     other_pool.close().await;
 }
 
