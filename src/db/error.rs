@@ -18,6 +18,4 @@ pub enum DbError {
         url: String,
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("database query failed while {context}: {cause}")]
-    Query { context: String, cause: sqlx::Error },
 }

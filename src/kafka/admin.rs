@@ -1,7 +1,7 @@
 //! Topic administration and description: create, delete, partitions and high watermarks.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -64,11 +64,8 @@ pub async fn create_topics(
 ) -> Result<Vec<(String, CreateOutcome)>, KafkaError> {
     let consumer = metadata_consumer(settings)?;
     let brokers = settings.brokers.clone();
-    let existing: Vec<String> = blocking(move || describe_blocking(&consumer, &brokers, None))
-        .await?
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let existing =
+        blocking(move || topic_names_blocking(consumer.client(), &brokers, None)).await?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| !existing.contains(&s.name))
@@ -148,6 +145,24 @@ pub(crate) fn metadata_consumer(settings: &KafkaSettings) -> Result<BaseConsumer
         .client_config()
         .create()
         .map_err(KafkaError::client("creating a Kafka client"))
+}
+
+/// Names of the topics the broker serves (with partitions and no error), from one metadata
+/// request and no watermark requests; with `topic`, at most that one name.
+pub(crate) fn topic_names_blocking<C: ClientContext>(
+    client: &Client<C>,
+    brokers: &str,
+    topic: Option<&str>,
+) -> Result<Vec<String>, KafkaError> {
+    let metadata = client
+        .fetch_metadata(topic, REQUEST_TIMEOUT)
+        .map_err(KafkaError::unreachable(brokers))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name().to_string())
+        .collect())
 }
 
 pub(crate) fn describe_blocking(

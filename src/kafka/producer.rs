@@ -21,8 +21,8 @@ use rdkafka::producer::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::KafkaSettings;
-use super::config::REQUEST_TIMEOUT;
+use super::admin::topic_names_blocking;
+use super::{KafkaError, KafkaSettings};
 use crate::generate::stream::{StreamMessage, decimal};
 
 /// How long purged messages may take to be reported after a flush timed out.
@@ -36,17 +36,9 @@ pub const INJECTED_HEADER: &str = "x-etl-injected";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
-    #[error(
-        "cannot reach Kafka at {brokers} ({source}); is the broker running? `just up` starts a \
-         local one, KAFKA_BROKERS points elsewhere"
-    )]
-    Unreachable {
-        brokers: String,
-        #[source]
-        source: ClientError,
-    },
-    #[error("topic `{topic}` does not exist; create it with `etl topics create {topic}`")]
-    UnknownTopic { topic: String },
+    /// Broker unreachable or topic missing: the same errors, and sentences, as every Kafka command.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
     #[error("cannot create a Kafka producer, check the -X settings: {0}")]
     Config(#[source] ClientError),
 }
@@ -475,22 +467,14 @@ fn check_topic(
     producer: &ThreadedProducer<DeliveryTracker>,
     settings: &KafkaSettings,
     topic: &str,
-) -> Result<(), ProduceError> {
-    let metadata = producer
-        .client()
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(|source| ProduceError::Unreachable {
-            brokers: settings.brokers.clone(),
-            source,
-        })?;
-    let known = metadata
-        .topics()
+) -> Result<(), KafkaError> {
+    if topic_names_blocking(producer.client(), &settings.brokers, Some(topic))?
         .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if known {
+        .any(|t| t == topic)
+    {
         Ok(())
     } else {
-        Err(ProduceError::UnknownTopic {
+        Err(KafkaError::UnknownTopic {
             topic: topic.to_string(),
         })
     }
