@@ -163,6 +163,13 @@ pg_down() {
 
 # ---------------------------------------------------------------- tansu (local path)
 
+install_sqlite() {
+  command -v sqlite3 >/dev/null && return
+  say "installing the sqlite3 command line (to add an index tansu's storage lacks, see tansu_index)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null
+}
+
 tansu_bin() { command -v tansu || { [[ -x $HOME/.cargo/bin/tansu ]] && echo "$HOME/.cargo/bin/tansu"; }; }
 
 install_tansu() {
@@ -178,8 +185,21 @@ install_tansu() {
 # a DeleteTopics and then panics on a later produce, taking the broker down.
 
 tansu_pid() { # instance
-  local f=$LOCAL_DIR/$1/tansu.pid
-  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
+  local f=$LOCAL_DIR/$1/tansu.pid pid
+  [[ -f $f ]] || return 1
+  pid=$(cat "$f")
+  # A stale pid file may name a process that reused the number: check it is a tansu.
+  [[ $(ps -o comm= -p "$pid" 2>/dev/null) == tansu ]] && echo "$pid"
+}
+
+# tansu 0.6's SQLite schema has no index on header(topition, offset_id), and a fetch looks up the
+# headers of every record it returns: fetching becomes quadratic in the number of headers stored,
+# and after some 10,000 messages with headers a consumer sees nothing for minutes. The index
+# makes the lookup a seek. tansu creates its tables on start, so this runs once it answers.
+tansu_index() { # instance
+  sqlite3 -cmd '.timeout 10000' "$LOCAL_DIR/$1/tansu.db" \
+    'CREATE INDEX IF NOT EXISTS etl_header_record_idx ON header (topition, offset_id);' ||
+    die "cannot add the header index to $LOCAL_DIR/$1/tansu.db (is sqlite3 installed? scripts/services.sh install)"
 }
 
 tansu_up() { # instance port
@@ -207,6 +227,7 @@ tansu_up() { # instance port
   fi
   wait_for_port "$KAFKA_HOST" "$port" "$instance" 60 "$(tansu_pid "$instance" || true)" ||
     { tail -n 20 "$dir/tansu.log" >&2; die "$instance did not start (log: $dir/tansu.log)"; }
+  tansu_index "$instance"
 }
 
 tansu_down() { # instance
@@ -267,6 +288,7 @@ cmd_up() {
     docker_up
   else
     install_postgres
+    install_sqlite
     install_tansu
     echo local >"$LOCAL_DIR/mode"
     pg_up
@@ -298,7 +320,7 @@ cmd_status() {
 }
 
 case ${1:-} in
-  install) install_postgres; docker_engine || install_tansu ;;
+  install) install_postgres; docker_engine || { install_sqlite; install_tansu; } ;;
   up) cmd_up ;;
   test-broker) cmd_test_broker ;;
   down) cmd_down ;;

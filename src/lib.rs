@@ -9,6 +9,7 @@ pub mod cli;
 pub mod db;
 pub mod domain;
 pub mod generate;
+pub mod http;
 pub mod kafka;
 pub mod shutdown;
 pub mod telemetry;

@@ -6,6 +6,7 @@ mod global;
 pub mod load_batch;
 pub mod migrate;
 pub mod produce;
+pub mod sink;
 pub mod topics;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,9 @@ pub enum Command {
     LoadBatch(load_batch::Args),
     /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
     Produce(produce::Args),
+    /// The stream sink: validate, dead-letter, write exactly once into PostgreSQL, score anomalies.
+    #[command(name = "kafka-to-postgres", visible_alias = "sink")]
+    KafkaToPostgres(sink::Args),
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
@@ -50,6 +54,7 @@ impl Cli {
             Command::GenerateMonthly(args) => args.run().await,
             Command::LoadBatch(args) => args.run(&self.global).await,
             Command::Produce(args) => args.run(&self.global).await,
+            Command::KafkaToPostgres(args) => args.run(&self.global).await,
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
             Command::Bench(bench) => bench.run(&self.global).await,

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod migrate;
 pub mod pool;
+pub mod sink;
 
 pub use error::DbError;
 pub use pool::{DEFAULT_DATABASE_URL, connect, redact_url};

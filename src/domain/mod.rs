@@ -1,5 +1,6 @@
 //! Domain types with their validation rules: no I/O here, unit tests inline.
 
+pub mod anomaly;
 pub mod batch_transaction;
 pub mod catalog;
 pub mod field;

@@ -87,7 +87,7 @@ impl KafkaSettings {
         config
     }
 
-    fn apply_overrides(&self, config: &mut ClientConfig) {
+    pub(crate) fn apply_overrides(&self, config: &mut ClientConfig) {
         for (key, value) in &self.overrides {
             config.set(key, value);
         }

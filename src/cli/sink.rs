@@ -1,0 +1,87 @@
+//! `etl kafka-to-postgres` (alias `sink`): the stream sink.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::cli::produce::parse_duration;
+use crate::db;
+use crate::kafka::sink::{self, SinkOptions};
+use crate::shutdown;
+use crate::telemetry::metrics::Metrics;
+
+use super::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Topic to read transactions from
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    pub topic: String,
+    /// Consumer group; every sink process in one group shares the partitions
+    #[arg(long, env = "KAFKA_GROUP", default_value = "etl-sink")]
+    pub group: String,
+    /// Dead-letter topic for messages that are not valid transactions
+    #[arg(long, env = "SINK_DLQ_TOPIC", default_value = "transactions_error")]
+    pub dlq_topic: String,
+    /// Topic the anomaly relay publishes to
+    #[arg(long, env = "SINK_ANOMALIES_TOPIC", default_value = "anomalies")]
+    pub anomalies_topic: String,
+    /// Most messages per database transaction (a backed-up topic fills batches to this size)
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Longest a batch waits to grow while the database is free, e.g. 20ms. A batch is written
+    /// earlier when no further message is waiting, so this bounds latency under steady traffic
+    #[arg(long, env = "SINK_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    pub batch_wait: Duration,
+    /// Stop once the topic's end as seen at start is written (trigger-once, e.g. from cron)
+    #[arg(long, env = "SINK_UNTIL_CAUGHT_UP")]
+    pub until_caught_up: bool,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9187
+    #[arg(long, env = "ETL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Database connections for the writer and the relay
+    #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
+    pub db_connections: u32,
+}
+
+impl Args {
+    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        db::migrate::migrate(&global.database_url).await?;
+        let pool = db::connect(&global.database_url, self.db_connections).await?;
+        let options = SinkOptions {
+            topic: self.topic,
+            group: self.group,
+            dlq_topic: self.dlq_topic,
+            anomalies_topic: self.anomalies_topic,
+            batch_size: self.batch_size as usize,
+            batch_wait: self.batch_wait,
+            until_caught_up: self.until_caught_up,
+            metrics_addr: self.metrics_addr,
+            ..SinkOptions::default()
+        };
+        let cancel = shutdown::on_signal();
+        let summary = sink::run(
+            &global.kafka(),
+            &global.database_url,
+            pool,
+            &options,
+            Metrics::new(),
+            cancel,
+        )
+        .await?;
+        println!(
+            "consumed {} messages in {:.1}s: {} rows inserted, {} duplicates, {} rejected (dead-lettered to {}), \
+             {} late-arriving users' rows, {} anomalies ({} published to {})",
+            summary.consumed,
+            summary.elapsed.as_secs_f64(),
+            summary.inserted,
+            summary.duplicates,
+            summary.rejected,
+            options.dlq_topic,
+            summary.late_arriving,
+            summary.anomalies,
+            summary.published,
+            options.anomalies_topic,
+        );
+        Ok(())
+    }
+}

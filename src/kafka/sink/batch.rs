@@ -1,0 +1,94 @@
+//! A batch of consumed messages on its way to the database: validated once when read, kept in
+//! offset order per partition, with the original bytes for whatever ends up dead-lettered.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Headers};
+
+use crate::domain::transaction::{Rejection, Transaction, validate};
+use crate::kafka::producer::PRODUCED_AT_HEADER;
+
+/// One message as read, with the validator's verdict.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// From the `produced_at` header (µs since the epoch), for end-to-end latency.
+    pub produced_at: Option<DateTime<Utc>>,
+    pub verdict: Result<Transaction, Rejection>,
+}
+
+impl Consumed {
+    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
+        let payload = message.payload().unwrap_or_default().to_vec();
+        let produced_at = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == PRODUCED_AT_HEADER)
+                .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_micros)
+        });
+        let mut consumed = Self::new(message.partition(), message.offset(), payload, produced_at);
+        consumed.key = message.key().map(<[u8]>::to_vec);
+        consumed
+    }
+
+    pub fn new(
+        partition: i32,
+        offset: i64,
+        payload: Vec<u8>,
+        produced_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        let verdict = validate(&payload);
+        Self {
+            partition,
+            offset,
+            key: None,
+            payload,
+            produced_at,
+            verdict,
+        }
+    }
+}
+
+/// Messages gathered for one database transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<Consumed>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn push(&mut self, message: Consumed) {
+        self.messages.push(message);
+    }
+
+    /// Drops the messages of partitions this process no longer owns: their new owner reads them
+    /// again from the offsets stored in the database.
+    pub fn abandon(&mut self, partitions: &[i32]) -> usize {
+        let before = self.messages.len();
+        self.messages.retain(|m| !partitions.contains(&m.partition));
+        before - self.messages.len()
+    }
+
+    /// The next offset to read of every partition in the batch.
+    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut next = BTreeMap::new();
+        for m in &self.messages {
+            let entry = next.entry(m.partition).or_insert(m.offset + 1);
+            *entry = (*entry).max(m.offset + 1);
+        }
+        next
+    }
+}

@@ -1,0 +1,465 @@
+//! `etl kafka-to-postgres`: the stream sink. A reader validates messages into batches while a
+//! writer puts the previous batch into PostgreSQL, each batch in one transaction with the next
+//! offsets (see [`write`]); a relay publishes committed anomalies. Any number of sink processes in
+//! one consumer group share the partitions.
+//!
+//! Batching: a batch is shipped when it reaches `batch_size`, when it is `batch_wait` old, or as
+//! soon as the writer is free and no further message is waiting. Caught up, that means batches of
+//! whatever arrived during the previous write (low latency); backed up, full batches (throughput).
+
+pub mod batch;
+pub mod consumer;
+pub mod dead_letter;
+pub mod error;
+pub mod relay;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use batch::{Batch, Consumed};
+pub use consumer::Assignment;
+pub use error::SinkError;
+pub use write::{DB_REJECTED, Written};
+
+use self::consumer::SinkConsumer;
+use self::dead_letter::DeadLetters;
+use self::relay::Relay;
+use self::write::Writer;
+use crate::db::sink as queries;
+use crate::kafka::KafkaSettings;
+use crate::telemetry::metrics::Metrics;
+
+/// Where and how the sink reads and writes. `Default` is what `etl kafka-to-postgres` uses.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub topic: String,
+    pub group: String,
+    pub dlq_topic: String,
+    pub anomalies_topic: String,
+    /// Most messages per database transaction.
+    pub batch_size: usize,
+    /// Longest a batch waits to grow while the writer is idle.
+    pub batch_wait: Duration,
+    /// Stop once the high watermarks seen at start are written (trigger-once mode).
+    pub until_caught_up: bool,
+    /// Longest a transient error is retried once a stop was asked for; the batch is then
+    /// abandoned (it is read again on restart) so that the process still ends in time.
+    pub stop_grace: Duration,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            topic: "transactions".into(),
+            group: "etl-sink".into(),
+            dlq_topic: "transactions_error".into(),
+            anomalies_topic: "anomalies".into(),
+            batch_size: 10_000,
+            batch_wait: Duration::from_millis(20),
+            until_caught_up: false,
+            stop_grace: Duration::from_secs(5),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// What a run of the sink did.
+#[derive(Debug, Default, Clone)]
+pub struct SinkSummary {
+    pub consumed: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub anomalies: u64,
+    pub late_arriving: u64,
+    pub published: u64,
+    pub batches: u64,
+    pub elapsed: Duration,
+    /// Where `/metrics` was served, when it was.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Runs the sink until `cancel` (SIGINT/SIGTERM) or, with `until_caught_up`, until the end of
+/// the topic as it was at start. On stop the batch in hand is written and committed first.
+pub async fn run(
+    settings: &KafkaSettings,
+    database_url: &str,
+    pool: PgPool,
+    options: &SinkOptions,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> Result<SinkSummary, SinkError> {
+    let started = Instant::now();
+    let stop = cancel.child_token();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let consumer = Arc::new(consumer::create(
+        settings,
+        database_url,
+        &options.group,
+        &options.topic,
+        events_tx,
+        stopping.clone(),
+        metrics.sink.clone(),
+    )?);
+    let watermarks = high_watermarks(
+        &consumer,
+        &settings.brokers,
+        &options.topic,
+        [options.dlq_topic.clone(), options.anomalies_topic.clone()],
+    )
+    .await?;
+
+    let mut summary = SinkSummary::default();
+    let serve_stop = CancellationToken::new();
+    if let Some(addr) = options.metrics_addr {
+        let router = crate::http::ops::router(
+            metrics.clone(),
+            readiness_probes(pool.clone(), consumer.clone(), &options.topic),
+        );
+        let (bound, _) = crate::http::ops::serve(addr, router, serve_stop.clone())
+            .await
+            .map_err(|err| SinkError::Metrics { addr, cause: err })?;
+        info!(%bound, "serving /metrics, /healthz and /readyz");
+        summary.metrics_addr = Some(bound);
+    }
+
+    let caught_up_watch = options.until_caught_up.then(|| {
+        tokio::spawn(watch_caught_up(
+            pool.clone(),
+            options.group.clone(),
+            options.topic.clone(),
+            watermarks.clone(),
+            stop.clone(),
+        ))
+    });
+
+    let nudge = Arc::new(Notify::new());
+    let relay_stop = CancellationToken::new();
+    let relay = Relay::new(
+        settings,
+        pool.clone(),
+        &options.anomalies_topic,
+        metrics.sink.clone(),
+    )?;
+    let relay_task = {
+        let nudge = nudge.clone();
+        let relay_stop = relay_stop.clone();
+        tokio::spawn(async move { relay.run(&nudge, relay_stop).await })
+    };
+
+    let dead_letters = DeadLetters::new(settings, &options.dlq_topic, &options.topic)?;
+    let writer = Writer::new(
+        pool.clone(),
+        &options.group,
+        &options.topic,
+        dead_letters,
+        metrics.sink.clone(),
+    );
+    let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
+    let writer_task = tokio::spawn(write_batches(
+        writer,
+        batches_rx,
+        consumer.clone(),
+        options.clone(),
+        metrics.clone(),
+        nudge.clone(),
+        cancel.clone(),
+    ));
+
+    consumer
+        .subscribe(&[&options.topic])
+        .map_err(crate::kafka::KafkaError::client(format!(
+            "subscribing to `{}`",
+            options.topic
+        )))?;
+    info!(topic = %options.topic, group = %options.group, "sink started");
+
+    let consumed = read_batches(&consumer, &mut events, batches_tx, options, &metrics, &stop).await;
+    stopping.store(true, Ordering::Relaxed);
+    let written = writer_task.await.expect("the writer task does not panic");
+    if let Some(watch) = caught_up_watch {
+        watch.abort();
+    }
+    relay_stop.cancel();
+    summary.published = relay_task.await.unwrap_or(0);
+    serve_stop.cancel();
+    // Leave the group now rather than at drop, so the partitions move on without a session timeout.
+    consumer.unsubscribe();
+    let written = written?;
+    summary.consumed = consumed?;
+    summary.inserted = written.inserted as u64;
+    summary.duplicates = written.duplicates as u64;
+    summary.rejected = written.rejected as u64;
+    summary.anomalies = written.anomalies as u64;
+    summary.late_arriving = written.late_arriving as u64;
+    summary.batches = written.messages as u64;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// The reader: messages into batches, batches to the writer. Returns how many it consumed.
+async fn read_batches(
+    consumer: &SinkConsumer,
+    events: &mut mpsc::UnboundedReceiver<Assignment>,
+    batches: mpsc::Sender<Batch>,
+    options: &SinkOptions,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<u64, SinkError> {
+    let mut batch = Batch::default();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut consumed = 0u64;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        if batch.len() >= options.batch_size {
+            if ship(&batches, &mut batch, &mut deadline).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(event) = events.recv() => {
+                if let Assignment::Revoked(partitions) = event {
+                    let dropped = batch.abandon(&partitions);
+                    if dropped > 0 {
+                        info!(dropped, ?partitions, "dropped messages of revoked partitions; their new owner reads them again");
+                    }
+                }
+            }
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    batch.push(Consumed::from_message(&message));
+                    consumed += 1;
+                    metrics.sink.consumed.inc();
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
+                }
+                // Broker errors surface here while librdkafka reconnects by itself.
+                Err(err) => warn!(%err, "consumer error; librdkafka retries"),
+            },
+            permit = batches.reserve(), if !batch.is_empty() => match permit {
+                Ok(permit) => {
+                    permit.send(std::mem::take(&mut batch));
+                    deadline = None;
+                }
+                Err(_) => break,
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
+    }
+    Ok(consumed)
+}
+
+async fn ship(
+    batches: &mpsc::Sender<Batch>,
+    batch: &mut Batch,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> Result<(), ()> {
+    *deadline = None;
+    batches.send(std::mem::take(batch)).await.map_err(|_| ())
+}
+
+/// The writer: each batch in one transaction, retried with capped exponential backoff while the
+/// error is transient. Kafka offsets are committed afterwards, only as a lag signal.
+async fn write_batches(
+    mut writer: Writer,
+    mut batches: mpsc::Receiver<Batch>,
+    consumer: Arc<SinkConsumer>,
+    options: SinkOptions,
+    metrics: Metrics,
+    nudge: Arc<Notify>,
+    cancel: CancellationToken,
+) -> Result<Written, SinkError> {
+    let mut total = Written::default();
+    let mut batch_count = 0usize;
+    while let Some(batch) = batches.recv().await {
+        let written = write_retrying(&mut writer, &batch, &options, &metrics, &cancel).await?;
+        batch_count += 1;
+        if written.anomalies > 0 {
+            nudge.notify_one();
+        }
+        commit_to_kafka(&consumer, &options.topic, &written.next_offsets);
+        total.inserted += written.inserted;
+        total.duplicates += written.duplicates;
+        total.rejected += written.rejected;
+        total.anomalies += written.anomalies;
+        total.late_arriving += written.late_arriving;
+        total.already_written += written.already_written;
+    }
+    total.messages = batch_count;
+    Ok(total)
+}
+
+async fn write_retrying(
+    writer: &mut Writer,
+    batch: &Batch,
+    options: &SinkOptions,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> Result<Written, SinkError> {
+    let mut backoff = Duration::from_millis(100);
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        match writer.write(batch).await {
+            Ok(written) => return Ok(written),
+            Err(err) if err.is_transient() => {
+                if cancel.is_cancelled() {
+                    let at = *give_up_at.get_or_insert_with(|| Instant::now() + options.stop_grace);
+                    if Instant::now() >= at {
+                        return Err(SinkError::Abandoned(Box::new(err)));
+                    }
+                }
+                metrics.sink.retries.inc();
+                warn!(%err, ?backoff, messages = batch.len(), "batch not written, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn commit_to_kafka(consumer: &SinkConsumer, topic: &str, next: &BTreeMap<i32, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for (&partition, &offset) in next {
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset));
+    }
+    // Partitions revoked meanwhile refuse the commit; the database has the truth anyway.
+    if let Err(err) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(%err, "Kafka offset commit refused (lag signal only)");
+    }
+}
+
+/// (low, high) watermark of every partition of `topic`, as the broker reports them now. Also
+/// checks that the topics the sink writes to exist, so that a missing one stops it at start
+/// rather than after the first bad message.
+async fn high_watermarks(
+    consumer: &Arc<SinkConsumer>,
+    brokers: &str,
+    topic: &str,
+    written_to: [String; 2],
+) -> Result<BTreeMap<i32, (i64, i64)>, SinkError> {
+    let consumer = consumer.clone();
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    let found = crate::kafka::admin::blocking(move || {
+        let timeout = crate::kafka::config::REQUEST_TIMEOUT;
+        let metadata = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(crate::kafka::KafkaError::unreachable(&brokers))?;
+        for required in written_to {
+            if !metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == required && t.error().is_none())
+            {
+                return Err(crate::kafka::KafkaError::UnknownTopic { topic: required });
+            }
+        }
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(crate::kafka::KafkaError::UnknownTopic { topic });
+        }
+        let mut marks = BTreeMap::new();
+        for partition in partitions {
+            let mark = consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .map_err(crate::kafka::KafkaError::client(format!(
+                    "reading the watermarks of {topic}/{partition}"
+                )))?;
+            marks.insert(partition, mark);
+        }
+        Ok(marks)
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Stops the sink once every partition's stored offset reached the high watermark seen at start
+/// (whichever process of the group wrote it).
+async fn watch_caught_up(
+    pool: PgPool,
+    group: String,
+    topic: String,
+    targets: BTreeMap<i32, (i64, i64)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let done = match pool.acquire().await {
+            Ok(mut conn) => match queries::stored_offsets(&mut conn, &group, &topic, None).await {
+                Ok(stored) => targets.iter().all(|(partition, (low, high))| {
+                    high <= low || stored.get(partition).is_some_and(|next| next >= high)
+                }),
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        if done {
+            info!(%topic, "caught up with the high watermarks seen at start");
+            stop.cancel();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn readiness_probes(
+    pool: PgPool,
+    consumer: Arc<SinkConsumer>,
+    topic: &str,
+) -> Vec<crate::http::ops::Probe> {
+    let topic = topic.to_string();
+    let database: crate::http::ops::Probe = Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let ping = sqlx::query("SELECT 1").execute(&pool);
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(format!("database: {err}")),
+                Err(_) => Err("database: no answer within 2 s".into()),
+            }
+        })
+    });
+    let broker: crate::http::ops::Probe = Arc::new(move || {
+        let consumer = consumer.clone();
+        let topic = topic.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                    .map(drop)
+                    .map_err(|err| format!("broker: {err}"))
+            })
+            .await
+            .unwrap_or_else(|err| Err(format!("broker probe failed: {err}")))
+        })
+    });
+    vec![database, broker]
+}

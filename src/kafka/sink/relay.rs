@@ -1,0 +1,131 @@
+//! The outbox relay: anomalies committed with their batch wait in `etl.anomaly_outbox` until this
+//! loop publishes them to the `anomalies` topic (key tx_id) and marks them published.
+//! At-least-once: a crash between the broker's acknowledgement and the mark publishes a row twice;
+//! nothing committed is ever skipped.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::error::SinkError;
+use crate::db::sink as queries;
+use crate::kafka::KafkaSettings;
+use crate::telemetry::metrics::SinkMetrics;
+
+/// Rows published per database transaction.
+const CLAIM: i64 = 500;
+/// How often the outbox is looked at without a nudge (rows left by a crashed process).
+const POLL: Duration = Duration::from_secs(1);
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    topic: String,
+    metrics: SinkMetrics,
+}
+
+impl Relay {
+    pub fn new(
+        settings: &KafkaSettings,
+        pool: PgPool,
+        topic: &str,
+        metrics: SinkMetrics,
+    ) -> Result<Self, SinkError> {
+        let producer = settings
+            .producer_config()
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .set("linger.ms", "5")
+            .create()
+            .map_err(SinkError::Config)?;
+        Ok(Self {
+            pool,
+            producer,
+            topic: topic.to_string(),
+            metrics,
+        })
+    }
+
+    /// Publishes until `stop`, then empties the outbox once more. Errors are logged and retried
+    /// on the next round: the rows stay in the outbox meanwhile.
+    pub async fn run(self, nudge: &Notify, stop: CancellationToken) -> u64 {
+        let mut published = 0;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = nudge.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            published += self.drain().await;
+        }
+        published + self.drain().await
+    }
+
+    async fn drain(&self) -> u64 {
+        let mut published = 0;
+        loop {
+            match self.publish_some().await {
+                Ok(0) => return published,
+                Ok(n) => published += n,
+                Err(err) => {
+                    warn!(%err, "anomaly relay will try again");
+                    return published;
+                }
+            }
+        }
+    }
+
+    /// Claims up to [`CLAIM`] unpublished rows, publishes them, marks them. Returns how many.
+    pub async fn publish_some(&self) -> Result<u64, SinkError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(SinkError::db("starting the relay transaction"))?;
+        let rows = queries::claim_outbox(&mut tx, CLAIM)
+            .await
+            .map_err(SinkError::db("reading the anomaly outbox"))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for (_, tx_id, payload) in &rows {
+            let key = tx_id.to_string();
+            let record = FutureRecord::to(&self.topic).key(&key).payload(payload);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((cause, _)) => return Err(self.failed(cause)),
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((cause, _))) => return Err(self.failed(cause)),
+                Err(_) => return Err(self.failed(rdkafka::error::KafkaError::Canceled)),
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+        queries::mark_published(&mut tx, &ids)
+            .await
+            .map_err(SinkError::db("marking anomalies published"))?;
+        tx.commit()
+            .await
+            .map_err(SinkError::db("committing the relay transaction"))?;
+        self.metrics.outbox_published.inc_by(ids.len() as u64);
+        Ok(ids.len() as u64)
+    }
+
+    fn failed(&self, cause: rdkafka::error::KafkaError) -> SinkError {
+        SinkError::Relay {
+            topic: self.topic.clone(),
+            cause,
+        }
+    }
+}

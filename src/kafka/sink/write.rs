@@ -1,0 +1,404 @@
+//! One batch, one database transaction: rows, per-user statistics, anomalies for the outbox,
+//! rejects and the next offset of every partition commit together, after the dead letters are
+//! acknowledged. That is what makes the sink exactly-once into PostgreSQL (DESIGN §5).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use chrono::Utc;
+use rust_decimal::prelude::ToPrimitive;
+use sqlx::{PgConnection, PgPool};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::batch::{Batch, Consumed};
+use super::dead_letter::{DeadLetter, DeadLetters};
+use super::error::{SinkError, UNIQUE_VIOLATION, is_row_rejection, sql_state};
+use crate::batch::load::copy_in;
+use crate::db::sink::{self as queries, RejectRow, SINK_COPY, SinkRow};
+use crate::domain::anomaly::{RunningStats, Score};
+use crate::domain::transaction::Transaction;
+use crate::telemetry::metrics::SinkMetrics;
+
+/// `error.kind` of a row that passed the validator but that the database refused.
+pub const DB_REJECTED: &str = "db_rejected";
+
+/// What one written batch amounted to.
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub messages: usize,
+    /// Messages at offsets an earlier transaction already wrote (a replay after a crash).
+    pub already_written: usize,
+    pub inserted: usize,
+    /// Valid messages whose tx_id was in the table or earlier in the batch.
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub anomalies: usize,
+    pub late_arriving: usize,
+    pub next_offsets: BTreeMap<i32, i64>,
+}
+
+pub struct Writer {
+    pool: PgPool,
+    group: String,
+    topic: String,
+    dead_letters: DeadLetters,
+    metrics: SinkMetrics,
+    /// Users seen in `users_raw`; users never leave it, so only unknown ones are looked up again.
+    known_users: HashSet<Uuid>,
+}
+
+/// Rows ready for COPY, with what they do to the statistics.
+struct Scored {
+    copy: Vec<u8>,
+    stats: Vec<(Uuid, RunningStats)>,
+    outbox: Vec<(Uuid, String)>,
+    rows: Vec<(Uuid, Option<chrono::DateTime<Utc>>)>,
+}
+
+impl Writer {
+    pub fn new(
+        pool: PgPool,
+        group: &str,
+        topic: &str,
+        dead_letters: DeadLetters,
+        metrics: SinkMetrics,
+    ) -> Self {
+        Self {
+            pool,
+            group: group.to_string(),
+            topic: topic.to_string(),
+            dead_letters,
+            metrics,
+            known_users: HashSet::new(),
+        }
+    }
+
+    /// Writes `batch` in one transaction. On error nothing is written and the batch can be
+    /// written again as it is: offsets only move with the data.
+    pub async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
+        let started = Instant::now();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(SinkError::db("starting the batch transaction"))?;
+        let next_offsets = batch.next_offsets();
+        let partitions: Vec<i32> = next_offsets.keys().copied().collect();
+        queries::lock_partitions(&mut tx, &self.group, &self.topic, &partitions)
+            .await
+            .map_err(SinkError::db("locking the batch's partitions"))?;
+        let stored = queries::stored_offsets(&mut tx, &self.group, &self.topic, Some(&partitions))
+            .await
+            .map_err(SinkError::db("reading the stored offsets"))?;
+
+        let mut messages: Vec<&Consumed> = batch
+            .messages
+            .iter()
+            .filter(|m| {
+                stored
+                    .get(&m.partition)
+                    .is_none_or(|next| m.offset >= *next)
+            })
+            .collect();
+        messages.sort_by_key(|m| (m.partition, m.offset));
+        let mut written = Written {
+            messages: batch.len(),
+            already_written: batch.len() - messages.len(),
+            next_offsets: next_offsets.clone(),
+            ..Written::default()
+        };
+
+        let mut rejects: Vec<(&Consumed, &str, String)> = Vec::new();
+        let mut valid: Vec<(&Consumed, &Transaction)> = Vec::new();
+        let mut seen = HashSet::new();
+        for m in &messages {
+            match &m.verdict {
+                Ok(tx) if seen.insert(tx.tx_id) => valid.push((m, tx)),
+                Ok(_) => written.duplicates += 1,
+                Err(rejection) => {
+                    rejects.push((m, rejection.kind.as_str(), rejection.message.clone()))
+                }
+            }
+        }
+
+        let mut users: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let stats_before = queries::user_stats(&mut tx, &users)
+            .await
+            .map_err(SinkError::db("reading user statistics"))?;
+
+        // Optimistic: copy straight into the table; a conflict means a replay, so learn which
+        // tx_ids exist and copy the rest; a refused row is isolated by bisection.
+        let scored = loop {
+            let scored = self.score(&valid, &stats_before);
+            savepoint(&mut tx, "SAVEPOINT batch_rows").await?;
+            let Err(err) = copy_in(&mut tx, SINK_COPY, &scored.copy).await else {
+                savepoint(&mut tx, "RELEASE SAVEPOINT batch_rows").await?;
+                break scored;
+            };
+            savepoint(&mut tx, "ROLLBACK TO SAVEPOINT batch_rows").await?;
+            if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) {
+                let ids: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.tx_id).collect();
+                let existing = queries::existing_tx_ids(&mut tx, &ids)
+                    .await
+                    .map_err(SinkError::db("looking up replayed tx_ids"))?;
+                if existing.is_empty() {
+                    // Another writer holds the same tx_id uncommitted: it will win, try again.
+                    return Err(SinkError::Db {
+                        context: "copying rows",
+                        cause: err,
+                    });
+                }
+                written.duplicates += existing.len();
+                valid.retain(|(_, tx)| !existing.contains(&tx.tx_id));
+            } else if is_row_rejection(&err) {
+                let refused = self.isolate(&mut tx, &valid, &stats_before).await?;
+                if refused.is_empty() {
+                    return Err(SinkError::Db {
+                        context: "copying rows",
+                        cause: err,
+                    });
+                }
+                let mut refused: HashMap<usize, String> = refused.into_iter().collect();
+                let mut kept = Vec::with_capacity(valid.len());
+                for (i, (m, tx)) in valid.into_iter().enumerate() {
+                    match refused.remove(&i) {
+                        Some(message) => rejects.push((m, DB_REJECTED, message)),
+                        None => kept.push((m, tx)),
+                    }
+                }
+                valid = kept;
+            } else {
+                return Err(SinkError::Db {
+                    context: "copying rows",
+                    cause: err,
+                });
+            }
+        };
+
+        queries::store_user_stats(&mut tx, &scored.stats)
+            .await
+            .map_err(SinkError::db("updating user statistics"))?;
+        queries::insert_outbox(&mut tx, &scored.outbox)
+            .await
+            .map_err(SinkError::db("writing the anomaly outbox"))?;
+        let reject_rows: Vec<RejectRow<'_>> = rejects
+            .iter()
+            .map(|(m, kind, message)| RejectRow {
+                partition: m.partition,
+                offset: m.offset,
+                kind,
+                message,
+                payload: &m.payload,
+            })
+            .collect();
+        queries::insert_rejects(&mut tx, &self.topic, &reject_rows)
+            .await
+            .map_err(SinkError::db("writing rejects"))?;
+        let offsets: Vec<(i32, i64)> = next_offsets.into_iter().collect();
+        queries::store_offsets(&mut tx, &self.group, &self.topic, &offsets)
+            .await
+            .map_err(SinkError::db("storing offsets"))?;
+        written.late_arriving = self.count_late_arriving(&mut tx, &valid).await?;
+
+        let letters: Vec<DeadLetter<'_>> = rejects
+            .iter()
+            .map(|(m, kind, message)| DeadLetter {
+                partition: m.partition,
+                offset: m.offset,
+                key: m.key.as_deref(),
+                payload: &m.payload,
+                kind,
+                message,
+            })
+            .collect();
+        if !letters.is_empty() {
+            self.dead_letters.send(&letters).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(SinkError::db("committing the batch"))?;
+
+        let committed = Utc::now();
+        written.inserted = scored.rows.len();
+        written.rejected = rejects.len();
+        written.anomalies = scored.outbox.len();
+        self.count(&written, &rejects, &scored, committed, started);
+        Ok(written)
+    }
+
+    /// Scores `valid` (in offset order) against the statistics before the batch.
+    fn score(
+        &self,
+        valid: &[(&Consumed, &Transaction)],
+        before: &HashMap<Uuid, RunningStats>,
+    ) -> Scored {
+        let mut stats: HashMap<Uuid, RunningStats> = HashMap::new();
+        let mut scored = Scored {
+            copy: Vec::with_capacity(valid.len() * 300),
+            stats: Vec::new(),
+            outbox: Vec::new(),
+            rows: Vec::with_capacity(valid.len()),
+        };
+        for (m, tx) in valid {
+            let user = stats
+                .entry(tx.user_id)
+                .or_insert_with(|| before.get(&tx.user_id).copied().unwrap_or_default());
+            let score = user.push(tx.amount.to_f64().unwrap_or_default());
+            let row = SinkRow {
+                tx,
+                topic: &self.topic,
+                partition: m.partition,
+                offset: m.offset,
+                produced_at: m.produced_at,
+                score,
+            };
+            queries::sink_row(&mut scored.copy, &row);
+            if score.is_anomaly {
+                scored.outbox.push((tx.tx_id, anomaly_payload(tx, &score)));
+            }
+            scored.rows.push((tx.tx_id, m.produced_at));
+        }
+        scored.stats = stats.into_iter().collect();
+        scored.stats.sort_unstable_by_key(|(user, _)| *user);
+        scored
+    }
+
+    /// Finds the rows the database refuses by copying halves under savepoints that are always
+    /// rolled back: O(k log n) copies for k bad rows among n. Returns (index in `valid`, reason).
+    async fn isolate(
+        &self,
+        conn: &mut PgConnection,
+        valid: &[(&Consumed, &Transaction)],
+        before: &HashMap<Uuid, RunningStats>,
+    ) -> Result<Vec<(usize, String)>, SinkError> {
+        let mut refused = Vec::new();
+        let mid = valid.len() / 2;
+        let mut pending = vec![(0, mid), (mid, valid.len())];
+        while let Some((lo, hi)) = pending.pop() {
+            if lo >= hi {
+                continue;
+            }
+            let scored = self.score(&valid[lo..hi], before);
+            savepoint(conn, "SAVEPOINT probe").await?;
+            let result = copy_in(conn, SINK_COPY, &scored.copy).await;
+            savepoint(conn, "ROLLBACK TO SAVEPOINT probe").await?;
+            match result {
+                Ok(()) => {}
+                Err(err) if is_row_rejection(&err) => {
+                    if hi - lo == 1 {
+                        let reason = match &err {
+                            sqlx::Error::Database(db) => db.message().to_string(),
+                            other => other.to_string(),
+                        };
+                        warn!(tx_id = %valid[lo].1.tx_id, %reason, "database refused a row");
+                        refused.push((lo, reason));
+                    } else {
+                        let mid = lo + (hi - lo) / 2;
+                        pending.push((lo, mid));
+                        pending.push((mid, hi));
+                    }
+                }
+                Err(err) => {
+                    return Err(SinkError::Db {
+                        context: "isolating refused rows",
+                        cause: err,
+                    });
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Rows whose user the batch files do not know yet (late-arriving dimension members).
+    async fn count_late_arriving(
+        &mut self,
+        conn: &mut PgConnection,
+        valid: &[(&Consumed, &Transaction)],
+    ) -> Result<usize, SinkError> {
+        let mut unknown: Vec<Uuid> = valid
+            .iter()
+            .map(|(_, tx)| tx.user_id)
+            .filter(|user| !self.known_users.contains(user))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(0);
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let known = queries::known_users(conn, &unknown)
+            .await
+            .map_err(SinkError::db("looking up users"))?;
+        self.known_users.extend(known);
+        Ok(valid
+            .iter()
+            .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
+            .count())
+    }
+
+    fn count(
+        &self,
+        written: &Written,
+        rejects: &[(&Consumed, &str, String)],
+        scored: &Scored,
+        committed: chrono::DateTime<Utc>,
+        started: Instant,
+    ) {
+        let m = &self.metrics;
+        m.inserted.inc_by(written.inserted as u64);
+        m.duplicates.inc_by(written.duplicates as u64);
+        m.anomalies.inc_by(written.anomalies as u64);
+        m.late_arriving.inc_by(written.late_arriving as u64);
+        for (_, kind, _) in rejects {
+            m.reject(kind);
+        }
+        for (_, produced_at) in &scored.rows {
+            if let Some(at) = produced_at {
+                let latency = (committed - *at).num_microseconds().unwrap_or(0).max(0);
+                m.end_to_end_latency.observe(latency as f64 / 1e6);
+            }
+        }
+        m.batch_duration.observe(started.elapsed().as_secs_f64());
+        debug!(
+            messages = written.messages,
+            inserted = written.inserted,
+            duplicates = written.duplicates,
+            rejected = written.rejected,
+            "batch committed"
+        );
+    }
+}
+
+async fn savepoint(conn: &mut PgConnection, statement: &'static str) -> Result<(), SinkError> {
+    sqlx::query(statement)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(SinkError::db("managing a savepoint"))
+}
+
+/// The message for the `anomalies` topic: the transaction plus what flagged it.
+fn anomaly_payload(tx: &Transaction, score: &Score) -> String {
+    serde_json::json!({
+        "tx_id": tx.tx_id,
+        "user_id": tx.user_id,
+        "amount": tx.amount.to_f64(),
+        "currency": tx.currency,
+        "merchant": tx.merchant,
+        "category": tx.category,
+        "timestamp": tx.event_time,
+        "status": tx.status,
+        "payment_method": tx.payment_method,
+        "city": tx.city,
+        "country": tx.country,
+        "source_system": tx.source_system,
+        "transaction_type": tx.transaction_type,
+        "processing_time_ms": tx.processing_time_ms,
+        "z_score": score.z,
+        "user_txn_count": score.count,
+        "user_running_mean": score.mean,
+    })
+    .to_string()
+}
