@@ -175,22 +175,30 @@ pub fn run_etl_with_brokers(
     database_url: Option<&str>,
     kafka_brokers: &str,
 ) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etl"))
-        .args(args)
-        .env(
-            "DATABASE_URL",
-            database_url.unwrap_or(&services().database_url),
-        )
-        .env("KAFKA_BROKERS", kafka_brokers)
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("running the etl binary");
+    let output = etl_command(
+        database_url.unwrap_or(&services().database_url),
+        kafka_brokers,
+    )
+    .args(args)
+    .output()
+    .expect("running the etl binary");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The `etl` binary with a database and brokers in its environment, quiet logs, run from a
+/// temporary folder (so a `.env` in the checkout cannot leak in).
+pub fn etl_command(database_url: &str, kafka_brokers: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_etl"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", kafka_brokers)
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir());
+    command
 }
 
 #[test]

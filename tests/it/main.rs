@@ -7,5 +7,7 @@ mod helpers;
 mod kafka_roundtrip;
 mod migrate;
 mod postgres_roundtrip;
+mod private_postgres;
 mod produce;
+mod sink;
 mod topics;

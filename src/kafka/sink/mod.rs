@@ -125,16 +125,18 @@ pub async fn run(
 
     let mut summary = SinkSummary::default();
     let serve_stop = CancellationToken::new();
+    let mut server = None;
     if let Some(addr) = options.metrics_addr {
         let router = crate::http::ops::router(
             metrics.clone(),
             readiness_probes(pool.clone(), consumer.clone(), &options.topic),
         );
-        let (bound, _) = crate::http::ops::serve(addr, router, serve_stop.clone())
+        let (bound, handle) = crate::http::ops::serve(addr, router, serve_stop.clone())
             .await
             .map_err(|err| SinkError::Metrics { addr, cause: err })?;
         info!(%bound, "serving /metrics, /healthz and /readyz");
         summary.metrics_addr = Some(bound);
+        server = Some(handle);
     }
 
     let caught_up_watch = options.until_caught_up.then(|| {
@@ -197,8 +199,12 @@ pub async fn run(
     relay_stop.cancel();
     summary.published = relay_task.await.unwrap_or(0);
     serve_stop.cancel();
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
     // Leave the group now rather than at drop, so the partitions move on without a session timeout.
     consumer.unsubscribe();
+    close(consumer).await;
     let written = written?;
     summary.consumed = consumed?;
     summary.inserted = written.inserted as u64;
@@ -209,6 +215,20 @@ pub async fn run(
     summary.batches = written.messages as u64;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// How long closing the consumer (leaving the group) may take before we stop waiting for it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Closes the consumer off the async threads: librdkafka's close blocks until the group
+/// coordinator answers, and a broker that does not answer must not hang the caller (nor a stop
+/// that has 10 s). Past the timeout the close goes on in the background; the data is safe either
+/// way, since offsets live in the database.
+async fn close(consumer: Arc<SinkConsumer>) {
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        warn!(timeout = ?CLOSE_TIMEOUT, "the broker did not confirm that the sink left the group; going on");
+    }
 }
 
 /// The reader: messages into batches, batches to the writer. Returns how many it consumed.

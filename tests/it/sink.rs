@@ -1,0 +1,986 @@
+//! `etl kafka-to-postgres` against the real broker and PostgreSQL: every message ends in exactly
+//! one place, whatever happens to the sink, the broker or the database in between.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use etl::domain::anomaly::RunningStats;
+use etl::domain::transaction::validate;
+use etl::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
+use etl::kafka::KafkaSettings;
+use etl::kafka::producer::{ProduceOptions, produce_blocking};
+use etl::kafka::sink::{self, DB_REJECTED, SinkOptions, SinkSummary};
+use etl::telemetry::metrics::Metrics;
+use rand::{RngExt, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, TestTopic, etl_command, kafka, services};
+use crate::private_postgres::PrivatePostgres;
+
+/// The topics one sink run reads and writes, all its own.
+struct Topics {
+    source: TestTopic,
+    dead_letters: TestTopic,
+    anomalies: TestTopic,
+}
+
+impl Topics {
+    async fn new(partitions: i32) -> Self {
+        Self {
+            source: TestTopic::new(partitions).await,
+            dead_letters: TestTopic::new(1).await,
+            anomalies: TestTopic::new(1).await,
+        }
+    }
+
+    fn options(&self) -> SinkOptions {
+        SinkOptions {
+            topic: self.source.name.clone(),
+            group: format!("it-sink-{}", Uuid::new_v4().simple()),
+            dlq_topic: self.dead_letters.name.clone(),
+            anomalies_topic: self.anomalies.name.clone(),
+            until_caught_up: true,
+            ..SinkOptions::default()
+        }
+    }
+
+    fn cli_args(&self, group: &str) -> Vec<String> {
+        [
+            "sink",
+            "--topic",
+            &self.source.name,
+            "--group",
+            group,
+            "--dlq-topic",
+            &self.dead_letters.name,
+            "--anomalies-topic",
+            &self.anomalies.name,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// `count` generated messages from `users`, with bad and orphan messages mixed in.
+fn generate(users: &[Uuid], count: usize, seed: u64) -> Vec<StreamMessage> {
+    StreamGenerator::new(
+        users,
+        StreamOptions {
+            seed,
+            invalid_ratio: 0.03,
+            orphan_ratio: 0.05,
+            ..StreamOptions::default()
+        },
+    )
+    .take(count)
+    .collect()
+}
+
+async fn send(settings: &KafkaSettings, topic: &str, messages: Vec<StreamMessage>) {
+    let settings = settings.clone();
+    let options = ProduceOptions {
+        topic: topic.to_string(),
+        ..ProduceOptions::default()
+    };
+    let summary = tokio::task::spawn_blocking(move || {
+        produce_blocking(
+            &settings,
+            &options,
+            messages,
+            &CancellationToken::new(),
+            |_| {},
+        )
+    })
+    .await
+    .unwrap()
+    .expect("producing");
+    assert!(!summary.has_failures(), "{summary:?}");
+}
+
+/// Users the batch files know: enough of `users_raw` for the sink's late-arrival check.
+async fn insert_users(pool: &PgPool, users: &[Uuid]) {
+    sqlx::query(
+        "INSERT INTO users_raw (user_id, first_name, last_name, email, age, income_bracket, \
+             customer_tier, risk_profile, city, state, country, registration_date, \
+             preferred_categories, is_active, source_system, source_file, source_line) \
+         SELECT u, 'Ada', 'Lovelace', 'ada@example.com', 36, 'high', 'gold', 'moderate', 'Austin', \
+             'TX', 'US', '2025-01-05', '{travel}', true, 'third_party_registration', \
+             'user_registrations_2025_01.csv', n \
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n)",
+    )
+    .bind(users)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What the tables must hold once `messages` went through the sink.
+#[derive(Debug, Default)]
+struct Expected {
+    valid: HashSet<Uuid>,
+    rejects_by_kind: BTreeMap<String, i64>,
+    orphan_rows: usize,
+}
+
+impl Expected {
+    fn of<'a>(messages: impl IntoIterator<Item = &'a StreamMessage>) -> Self {
+        let mut expected = Self::default();
+        for m in messages {
+            match validate(&m.payload) {
+                Ok(tx) => {
+                    if expected.valid.insert(tx.tx_id) && m.orphan {
+                        expected.orphan_rows += 1;
+                    }
+                }
+                Err(rejection) => {
+                    *expected
+                        .rejects_by_kind
+                        .entry(rejection.kind.as_str().to_string())
+                        .or_default() += 1
+                }
+            }
+        }
+        expected
+    }
+
+    fn rejects(&self) -> i64 {
+        self.rejects_by_kind.values().sum()
+    }
+}
+
+/// The table holds exactly the valid tx_ids once, the rejects are exactly the invalid messages by
+/// kind, and every row's statistics are those of its user's rows in offset order.
+async fn assert_exact(pool: &PgPool, expected: &Expected) {
+    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT tx_id FROM transactions_sink")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let written: HashSet<Uuid> = rows.iter().map(|(id,)| *id).collect();
+    assert_eq!(rows.len(), written.len(), "a tx_id was written twice");
+    assert_eq!(
+        written.len(),
+        expected.valid.len(),
+        "rows vs distinct valid tx_ids"
+    );
+    assert!(
+        written == expected.valid,
+        "the written tx_ids are not the valid ones"
+    );
+    let by_kind: BTreeMap<String, i64> = sqlx::query_as(
+        "SELECT error_kind, count(*) FROM transactions_rejected GROUP BY error_kind",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(by_kind, expected.rejects_by_kind);
+    assert_stats_recompute(pool).await;
+}
+
+/// Welford over each user's rows in offset order gives the stored row values and `etl.user_stats`.
+async fn assert_stats_recompute(pool: &PgPool) {
+    type Row = (Uuid, f64, i64, f64, Option<f64>, bool);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT user_id, amount::float8, user_txn_count, user_running_mean, z_score, is_anomaly \
+         FROM transactions_sink ORDER BY user_id, kafka_partition, kafka_offset",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut stats: HashMap<Uuid, RunningStats> = HashMap::new();
+    for (user, amount, count, mean, z, anomaly) in rows {
+        let score = stats.entry(user).or_default().push(amount);
+        assert_eq!(score.count, count, "user_txn_count of a row of {user}");
+        assert!((score.mean - mean).abs() <= 1e-6 * mean.abs().max(1.0));
+        match (score.z, z) {
+            (None, None) => {}
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0)),
+            other => panic!("z_score of a row of {user}: {other:?}"),
+        }
+        assert_eq!(score.is_anomaly, anomaly);
+    }
+    let stored: Vec<(Uuid, i64, f64, f64)> =
+        sqlx::query_as("SELECT user_id, txn_count, mean, m2 FROM etl.user_stats")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), stats.len(), "users in etl.user_stats");
+    for (user, count, mean, m2) in stored {
+        let s = stats[&user];
+        assert_eq!(s.count, count);
+        assert!((s.mean - mean).abs() <= 1e-6 * mean.abs().max(1.0));
+        assert!((s.m2 - m2).abs() <= 1e-6 * m2.abs().max(1.0));
+    }
+}
+
+/// Every message of a topic (single partition), read from the beginning.
+async fn read_topic(settings: &KafkaSettings, topic: &str, expected: usize) -> Vec<DeadLetter> {
+    let consumer: StreamConsumer = settings
+        .consumer_config(&format!("it-read-{}", Uuid::new_v4().simple()))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while out.len() < expected {
+            let m = consumer.recv().await.expect("reading");
+            let headers: HashMap<String, String> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_string(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(DeadLetter {
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {expected} messages in {topic}", out.len()));
+    out
+}
+
+struct DeadLetter {
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+}
+
+async fn run_sink(db: &TestDb, options: &SinkOptions, metrics: Metrics) -> SinkSummary {
+    if std::env::var_os("TEST_LOG").is_some() {
+        etl::telemetry::init(etl::telemetry::LogFormat::Text);
+    }
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        sink::run(
+            &kafka(),
+            &db.url,
+            db.pool.clone(),
+            options,
+            metrics,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the sink caught up within 2 minutes")
+    .expect("the sink ran")
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Waits (polling the database, no fixed sleep) until `sql` returns at least `at_least`.
+async fn await_count(pool: &PgPool, sql: &'static str, at_least: i64, within: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = count(pool, sql).await;
+        if n >= at_least {
+            return n;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let per_partition: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT kafka_partition, count(*), (SELECT next_offset FROM etl.sink_offsets o \
+                 WHERE o.partition = s.kafka_partition LIMIT 1) FROM transactions_sink s GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+            panic!(
+                "`{sql}` reached only {n} of {at_least} within {within:?}; rows and stored offsets per partition: {per_partition:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn users(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_ends_in_the_table_or_the_dead_letter_topic() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(3).await;
+    let users = users(150);
+    insert_users(&db.pool, &users).await;
+    let messages = generate(&users, 4_000, 7);
+    let expected = Expected::of(&messages);
+    assert!(
+        expected.rejects() > 50 && expected.orphan_rows > 50,
+        "{expected:?}"
+    );
+    send(&kafka(), &topics.source.name, messages).await;
+
+    let metrics_port = free_port();
+    let options = SinkOptions {
+        metrics_addr: Some(format!("127.0.0.1:{metrics_port}").parse().unwrap()),
+        ..topics.options()
+    };
+    let metrics = Metrics::new();
+    let summary = run_sink(&db, &options, metrics.clone()).await;
+
+    assert_eq!(summary.consumed, 4_000);
+    assert_eq!(summary.inserted as usize, expected.valid.len());
+    assert_eq!(summary.rejected as i64, expected.rejects());
+    assert_eq!(summary.late_arriving as usize, expected.orphan_rows);
+    assert_exact(&db.pool, &expected).await;
+
+    // The dead-letter topic holds exactly the rejects: same bytes, headers naming kind and source.
+    let letters = read_topic(
+        &kafka(),
+        &topics.dead_letters.name,
+        expected.rejects() as usize,
+    )
+    .await;
+    let rejected: Vec<(i32, i64, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT kafka_partition, kafka_offset, error_kind, payload FROM transactions_rejected",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let by_source: HashMap<(i32, i64), (String, Vec<u8>)> = rejected
+        .into_iter()
+        .map(|(p, o, kind, payload)| ((p, o), (kind, payload)))
+        .collect();
+    assert_eq!(letters.len(), by_source.len());
+    for letter in &letters {
+        let h = &letter.headers;
+        assert_eq!(h["source.topic"], topics.source.name);
+        assert!(!h["error.message"].is_empty());
+        let key = (
+            h["source.partition"].parse().unwrap(),
+            h["source.offset"].parse().unwrap(),
+        );
+        let (kind, payload) = &by_source[&key];
+        assert_eq!(&h["error.kind"], kind);
+        assert_eq!(&letter.payload, payload);
+    }
+
+    // Anomalies: flagged rows = outbox rows, all published, and the topic has them.
+    let anomalies = count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink WHERE is_anomaly",
+    )
+    .await;
+    assert!(
+        anomalies > 0,
+        "the generator's outliers should flag some rows"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM etl.anomaly_outbox WHERE published_at IS NOT NULL"
+        )
+        .await,
+        anomalies
+    );
+    let published = read_topic(&kafka(), &topics.anomalies.name, anomalies as usize).await;
+    let body: serde_json::Value = serde_json::from_slice(&published[0].payload).unwrap();
+    for field in [
+        "tx_id",
+        "amount",
+        "z_score",
+        "user_txn_count",
+        "user_running_mean",
+    ] {
+        assert!(body.get(field).is_some(), "{field} missing in {body}");
+    }
+
+    // What the metrics endpoint served while running is what the summary says.
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "etl_sink_inserted_rows_total {}",
+            summary.inserted
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "etl_sink_late_arriving_users_rows_total {}",
+        expected.orphan_rows
+    )));
+    assert!(text.contains(r#"etl_sink_rejected_messages_total{kind="not_json"}"#));
+    assert!(text.contains("etl_sink_end_to_end_latency_seconds_count"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_health_and_readiness_are_served_while_running() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(1).await;
+    let port = free_port();
+    let options = SinkOptions {
+        until_caught_up: false,
+        metrics_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        ..topics.options()
+    };
+    let cancel = CancellationToken::new();
+    let running = {
+        let (url, pool, cancel) = (db.url.clone(), db.pool.clone(), cancel.clone());
+        tokio::spawn(async move {
+            sink::run(&kafka(), &url, pool, &options, Metrics::new(), cancel).await
+        })
+    };
+    let get = |path: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http_get(port, path).await {
+                return response;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let health = get("/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics.contains("# HELP etl_sink_consumed_messages"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# UNIT etl_sink_batch_duration_seconds seconds"),
+        "{metrics}"
+    );
+    cancel.cancel();
+    running.await.unwrap().expect("a clean stop");
+}
+
+/// A bare HTTP/1.1 GET, so the tests need no HTTP client crate.
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_change_nothing() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(3).await;
+    let users = users(100);
+    insert_users(&db.pool, &users).await;
+    let messages = generate(&users, 2_000, 11);
+    let expected = Expected::of(&messages);
+    send(&kafka(), &topics.source.name, messages.clone()).await;
+    let options = topics.options();
+    run_sink(&db, &options, Metrics::new()).await;
+    assert_exact(&db.pool, &expected).await;
+    let snapshot = table_snapshot(&db.pool).await;
+
+    // The producer again with the same seed: the same tx_ids at new offsets.
+    send(&kafka(), &topics.source.name, messages).await;
+    let summary = run_sink(&db, &options, Metrics::new()).await;
+    assert_eq!(summary.inserted, 0);
+    assert_eq!(summary.duplicates as usize, expected.valid.len());
+    assert_eq!(
+        table_snapshot(&db.pool).await,
+        snapshot,
+        "a replay changed the rows"
+    );
+    assert_stats_recompute(&db.pool).await;
+
+    // The group's Kafka offsets reset to the beginning: the sink trusts the database, not them.
+    reset_group_offsets(&options.group, &topics.source.name, 3).await;
+    let summary = run_sink(&db, &options, Metrics::new()).await;
+    assert_eq!(
+        summary.consumed, 0,
+        "offsets stored with the data decide where to start"
+    );
+    assert_eq!(table_snapshot(&db.pool).await, snapshot);
+}
+
+/// Rows and statistics, in an order that does not depend on how they were written.
+async fn table_snapshot(pool: &PgPool) -> Vec<(Uuid, i64, Option<f64>, bool, i32, i64)> {
+    sqlx::query_as(
+        "SELECT tx_id, user_txn_count, z_score, is_anomaly, kafka_partition, kafka_offset \
+         FROM transactions_sink ORDER BY tx_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn reset_group_offsets(group: &str, topic: &str, partitions: i32) {
+    let consumer: BaseConsumer = kafka().consumer_config(group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("resetting the group's offsets")
+    })
+    .await
+    .unwrap();
+}
+
+/// A sink process of its own, killed on drop.
+struct SinkProcess {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl SinkProcess {
+    /// Logs go to a file in the temp folder (a pipe nobody reads would stall the process).
+    fn spawn(db: &TestDb, args: &[String]) -> Self {
+        let log = std::env::temp_dir().join(format!("etl-it-sink-{}.log", Uuid::new_v4().simple()));
+        let child = etl_command(&db.url, &services().kafka_brokers)
+            .args(args)
+            .env("RUST_LOG", "info,librdkafka=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting etl sink");
+        Self { child, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!(
+                "--- sink process {} ({}):\n{log}",
+                self.child.id(),
+                self.log.display()
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_with_sigkill_again_and_again_it_ends_exactly_right() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(3).await;
+    let users = users(2_000);
+    insert_users(&db.pool, &users).await;
+    let messages = generate(&users, 100_000, 23);
+    let expected = Expected::of(&messages);
+    send(&kafka(), &topics.source.name, messages).await;
+
+    let group = format!("it-crash-{}", Uuid::new_v4().simple());
+    let args = topics.cli_args(&group);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut kill_points: Vec<i64> = (0..4)
+        .map(|_| rng.random_range(1_000..(expected.valid.len() as i64 - 5_000)))
+        .collect();
+    kill_points.sort_unstable();
+    for point in kill_points {
+        let mut sink = SinkProcess::spawn(&db, &args);
+        // Kill it at a moment chosen by the data it wrote, plus a random extra delay, so some
+        // kills land mid-batch.
+        await_count(
+            &db.pool,
+            "SELECT count(*) FROM transactions_sink",
+            point,
+            Duration::from_secs(120),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+        sink.kill();
+    }
+    let mut last_args = args.clone();
+    last_args.push("--until-caught-up".into());
+    let output = etl_command(&db.url, &services().kafka_brokers)
+        .args(&last_args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_exact(&db.pool, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(6).await;
+    let users = users(600);
+    insert_users(&db.pool, &users).await;
+    let group = format!("it-pair-{}", Uuid::new_v4().simple());
+    let ports = [free_port(), free_port()];
+    let mut sinks: Vec<SinkProcess> = ports
+        .iter()
+        .map(|port| {
+            let mut args = topics.cli_args(&group);
+            args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+            SinkProcess::spawn(&db, &args)
+        })
+        .collect();
+    let first = generate(&users, 6_000, 31);
+    let mut expected = Expected::of(&first);
+    send(&kafka(), &topics.source.name, first).await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    let inserted: Vec<u64> = futures::future::join_all(ports.map(inserted_by)).await;
+    assert!(
+        inserted.iter().all(|n| *n > 0),
+        "both processes should have written rows: {inserted:?}"
+    );
+    assert_eq!(inserted.iter().sum::<u64>() as usize, expected.valid.len());
+
+    // On Apache Kafka a SIGKILLed member's partitions move after its session times out (6 s).
+    // tansu 0.6 keeps handing them to the dead member (seen: the survivor's rebalance gives it
+    // its old partitions only), so here the first process is stopped the way an orchestrator
+    // does, with SIGTERM: it leaves the group and the other takes its partitions over.
+    // SIGKILL recovery itself is `killed_with_sigkill_again_and_again_it_ends_exactly_right`.
+    sinks[0].terminate();
+    assert!(sinks[0].child.wait().unwrap().success());
+    let second = generate(&users, 9_000, 31).split_off(6_000);
+    let more = Expected::of(&second);
+    expected.valid.extend(more.valid);
+    for (kind, n) in more.rejects_by_kind {
+        *expected.rejects_by_kind.entry(kind).or_default() += n;
+    }
+    send(&kafka(), &topics.source.name, second).await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    sinks[1].terminate();
+    assert!(sinks[1].child.wait().unwrap().success());
+    assert_exact(&db.pool, &expected).await;
+    let partitions = count(
+        &db.pool,
+        "SELECT count(DISTINCT kafka_partition) FROM transactions_sink",
+    )
+    .await;
+    assert_eq!(partitions, 6);
+}
+
+/// `etl_sink_inserted_rows_total` of the sink serving metrics on `port`.
+async fn inserted_by(port: u16) -> u64 {
+    let text = http_get(port, "/metrics").await.expect("scraping a sink");
+    text.lines()
+        .find_map(|l| l.strip_prefix("etl_sink_inserted_rows_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no inserted counter in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_within_ten_seconds_and_loses_nothing() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(3).await;
+    let users = users(300);
+    let messages = generate(&users, 30_000, 41);
+    let expected = Expected::of(&messages);
+    send(&kafka(), &topics.source.name, messages).await;
+    let group = format!("it-term-{}", Uuid::new_v4().simple());
+    let mut sink = SinkProcess::spawn(&db, &topics.cli_args(&group));
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        2_000,
+        Duration::from_secs(120),
+    )
+    .await;
+    sink.terminate();
+    let stopped = tokio::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = sink.child.wait().unwrap();
+        (status, sink)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = stopped.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+
+    // Nothing lost: what the stored offsets cover is written, nothing beyond them is.
+    assert_offsets_cover_exactly_what_is_written(&db.pool).await;
+    let output = etl_command(&db.url, &services().kafka_brokers)
+        .args(topics.cli_args(&group))
+        .arg("--until-caught-up")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_exact(&db.pool, &expected).await;
+}
+
+/// Per partition, rows and rejects occupy offsets below the stored next offset only.
+async fn assert_offsets_cover_exactly_what_is_written(pool: &PgPool) {
+    let beyond = count(
+        pool,
+        "SELECT count(*) FROM transactions_sink s JOIN etl.sink_offsets o \
+         ON o.partition = s.kafka_partition AND o.topic = s.kafka_topic \
+         WHERE s.kafka_offset >= o.next_offset",
+    )
+    .await;
+    assert_eq!(beyond, 0, "rows beyond the stored offsets");
+    let accounted = count(
+        pool,
+        "SELECT (SELECT count(*) FROM transactions_sink) + (SELECT count(*) FROM transactions_rejected)",
+    )
+    .await;
+    let covered = count(
+        pool,
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM etl.sink_offsets",
+    )
+    .await;
+    // Replayed tx_ids are the only valid messages without a row; this stream has none.
+    assert_eq!(
+        accounted, covered,
+        "every offset below the stored ones is a row or a reject"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_alone() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(1).await;
+    let users = users(50);
+    let mut messages = generate(&users, 500, 53);
+    // A constraint the validator does not know about, as a DBA might add one.
+    sqlx::query("ALTER TABLE transactions_sink ADD CONSTRAINT no_refused_merchant CHECK (merchant <> 'Refused Ltd')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let refused: Vec<usize> = vec![17, 250, 251, 499];
+    for &i in &refused {
+        let mut body: serde_json::Value = serde_json::from_slice(&messages[i].payload)
+            .unwrap_or_else(|_| serde_json::json!(null));
+        if body.is_null() || validate(&messages[i].payload).is_err() {
+            // Only valid messages can be refused by the database; make this one valid.
+            let fresh = generate(&users, 1, 900 + i as u64).remove(0);
+            body = serde_json::from_slice(&fresh.payload).unwrap();
+        }
+        body["merchant"] = "Refused Ltd".into();
+        messages[i].payload = body.to_string().into_bytes();
+    }
+    let mut expected = Expected::of(&messages);
+    let refused_ids: HashSet<Uuid> = refused
+        .iter()
+        .map(|&i| validate(&messages[i].payload).unwrap().tx_id)
+        .collect();
+    expected.valid.retain(|id| !refused_ids.contains(id));
+    *expected
+        .rejects_by_kind
+        .entry(DB_REJECTED.into())
+        .or_default() += refused.len() as i64;
+    send(&kafka(), &topics.source.name, messages).await;
+
+    run_sink(&db, &topics.options(), Metrics::new()).await;
+    assert_exact(&db.pool, &expected).await;
+    let letters = read_topic(
+        &kafka(),
+        &topics.dead_letters.name,
+        expected.rejects() as usize,
+    )
+    .await;
+    let db_rejected: Vec<&DeadLetter> = letters
+        .iter()
+        .filter(|l| l.headers["error.kind"] == DB_REJECTED)
+        .collect();
+    assert_eq!(db_rejected.len(), refused.len());
+    assert!(db_rejected[0].headers["error.message"].contains("no_refused_merchant"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_mid_stream_the_sink_recovers_by_itself() {
+    let server = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .unwrap();
+    etl::db::migrate::migrate(&server.url).await.unwrap();
+    let pool = etl::db::connect(&server.url, 4).await.unwrap();
+    let topics = Topics::new(3).await;
+    let users = users(200);
+    let messages = generate(&users, 20_000, 61);
+    let expected = Expected::of(&messages);
+    let (first, second) = {
+        let mut all = messages;
+        let second = all.split_off(8_000);
+        (all, second)
+    };
+    send(&kafka(), &topics.source.name, first).await;
+    let options = SinkOptions {
+        until_caught_up: false,
+        batch_size: 500,
+        ..topics.options()
+    };
+    let cancel = CancellationToken::new();
+    let running = {
+        let (url, pool, cancel, options) = (
+            server.url.clone(),
+            pool.clone(),
+            cancel.clone(),
+            options.clone(),
+        );
+        tokio::spawn(async move {
+            sink::run(&kafka(), &url, pool, &options, Metrics::new(), cancel).await
+        })
+    };
+    await_count(
+        &pool,
+        "SELECT count(*) FROM transactions_sink",
+        1_000,
+        Duration::from_secs(120),
+    )
+    .await;
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    send(&kafka(), &topics.source.name, second).await;
+    await_count(
+        &pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    await_count(
+        &pool,
+        "SELECT count(*) FROM transactions_rejected",
+        expected.rejects(),
+        Duration::from_secs(60),
+    )
+    .await;
+    cancel.cancel();
+    running
+        .await
+        .unwrap()
+        .expect("a clean stop after the restart");
+    assert_exact(&pool, &expected).await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_down_for_a_while_the_sink_recovers_by_itself() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for (topic, partitions) in [
+        ("transactions", 3),
+        ("transactions_error", 1),
+        ("anomalies", 1),
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    let settings = KafkaSettings::new(mock.bootstrap_servers());
+    let db = TestDb::migrated().await;
+    let users = users(100);
+    let messages = generate(&users, 6_000, 71);
+    let expected = Expected::of(&messages);
+    let (first, second) = {
+        let mut all = messages;
+        let second = all.split_off(3_000);
+        (all, second)
+    };
+    send(&settings, "transactions", first).await;
+    let options = SinkOptions {
+        group: format!("it-down-{}", Uuid::new_v4().simple()),
+        until_caught_up: false,
+        batch_size: 300,
+        ..SinkOptions::default()
+    };
+    let cancel = CancellationToken::new();
+    let running = {
+        let (url, pool, cancel, settings) = (
+            db.url.clone(),
+            db.pool.clone(),
+            cancel.clone(),
+            settings.clone(),
+        );
+        tokio::spawn(async move {
+            sink::run(&settings, &url, pool, &options, Metrics::new(), cancel).await
+        })
+    };
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        300,
+        Duration::from_secs(60),
+    )
+    .await;
+    mock.broker_down(1).unwrap();
+    // The outage itself: how long the broker stays away is the point of the test, not a wait
+    // for something to happen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.broker_up(1).unwrap();
+    send(&settings, "transactions", second).await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_rejected",
+        expected.rejects(),
+        Duration::from_secs(60),
+    )
+    .await;
+    cancel.cancel();
+    running
+        .await
+        .unwrap()
+        .expect("a clean stop after the outage");
+    assert_exact(&db.pool, &expected).await;
+}
