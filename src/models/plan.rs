@@ -141,55 +141,75 @@ impl Plan {
         out
     }
 
-    /// The lineage in Mermaid (`flowchart LR`) or Graphviz dot; seeds, models and tests.
+    /// The lineage in Mermaid (`flowchart LR`) or Graphviz dot: seeds, models, and with
+    /// `with_tests` the data tests. Nodes are named by their names (tests prefixed `test:`).
     pub fn graph(&self, format: GraphFormat, with_tests: bool) -> String {
         let shown: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| with_tests || self.nodes[i].kind != NodeKind::Test)
             .collect();
+        let name = |i: usize| {
+            let node = &self.nodes[i];
+            match node.kind {
+                NodeKind::Test => format!("test:{}", node.name),
+                _ => node.name.clone(),
+            }
+        };
+        let mut edges: Vec<(usize, usize)> = Vec::new();
+        for &i in &shown {
+            let mut children: Vec<usize> = self.dag.children[i]
+                .iter()
+                .copied()
+                .filter(|c| shown.contains(c))
+                .collect();
+            children.sort_by_key(|&c| name(c));
+            edges.extend(children.into_iter().map(|c| (i, c)));
+        }
+        let mut shown = shown;
+        shown.sort_by_key(|&i| name(i));
+        edges.sort_by_key(|&(p, c)| (name(p), name(c)));
         let mut out = String::new();
-        let id = |i: usize| format!("n{i}");
         match format {
             GraphFormat::Mermaid => {
+                // Mermaid ids are words: anything else becomes `_`, the label keeps the name.
+                let id = |i: usize| {
+                    name(i)
+                        .chars()
+                        .map(|c| {
+                            if c.is_alphanumeric() || c == '_' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect::<String>()
+                };
                 out.push_str("flowchart LR\n");
                 for &i in &shown {
-                    let node = &self.nodes[i];
-                    let shape = match node.kind {
-                        NodeKind::Seed => format!("[(\"{}\")]", node.name),
-                        NodeKind::Model => format!("[\"{}\"]", node.name),
-                        NodeKind::Test => format!("{{{{\"{}\"}}}}", node.name),
+                    let label = name(i).replace('"', "#quot;");
+                    let shape = match self.nodes[i].kind {
+                        NodeKind::Seed => format!("[(\"{label}\")]"),
+                        NodeKind::Model => format!("[\"{label}\"]"),
+                        NodeKind::Test => format!("{{{{\"{label}\"}}}}"),
                     };
                     let _ = writeln!(out, "  {}{shape}", id(i));
                 }
-                for &i in &shown {
-                    for &child in &self.dag.children[i] {
-                        if shown.contains(&child) {
-                            let _ = writeln!(out, "  {} --> {}", id(i), id(child));
-                        }
-                    }
+                for (p, c) in edges {
+                    let _ = writeln!(out, "  {} --> {}", id(p), id(c));
                 }
             }
             GraphFormat::Dot => {
+                let id = |i: usize| format!("\"{}\"", name(i).replace('"', "\\\""));
                 out.push_str("digraph models {\n  rankdir=LR;\n");
                 for &i in &shown {
-                    let node = &self.nodes[i];
-                    let shape = match node.kind {
+                    let shape = match self.nodes[i].kind {
                         NodeKind::Seed => "cylinder",
                         NodeKind::Model => "box",
                         NodeKind::Test => "diamond",
                     };
-                    let _ = writeln!(
-                        out,
-                        "  {} [label=\"{}\", shape={shape}];",
-                        id(i),
-                        node.name.replace('"', "\\\"")
-                    );
+                    let _ = writeln!(out, "  {} [label={}, shape={shape}];", id(i), id(i));
                 }
-                for &i in &shown {
-                    for &child in &self.dag.children[i] {
-                        if shown.contains(&child) {
-                            let _ = writeln!(out, "  {} -> {};", id(i), id(child));
-                        }
-                    }
+                for (p, c) in edges {
+                    let _ = writeln!(out, "  {} -> {};", id(p), id(c));
                 }
                 out.push_str("}\n");
             }
