@@ -838,9 +838,14 @@ async fn two_schedulers_never_build_at_the_same_time() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The second scheduler's tick sees the lock and builds nothing.
-    let second = build_locked(&db.pool, &options(&dir), &Silent, false)
-        .await
-        .unwrap();
+    // (Bounded: a second build that ignored the lock would block on the gate.)
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        build_locked(&db.pool, &options(&dir), &Silent, false),
+    )
+    .await
+    .expect("the second scheduler waited instead of skipping its tick")
+    .unwrap();
     assert!(matches!(second, LockedBuild::Busy), "{second:?}");
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM etl.model_runs").await,
