@@ -151,6 +151,9 @@ pub struct ModelConfig {
     pub enabled: bool,
     /// Snapshots: close the current version of keys the query no longer returns.
     pub invalidate_hard_deletes: bool,
+    /// SQL run after the model is built, rendered with `{{ this }}` etc., e.g.
+    /// `post_hook="create index if not exists m_id_idx on {{ this }} (id)"`.
+    pub post_hook: Vec<String>,
 }
 
 impl ModelConfig {
@@ -234,6 +237,7 @@ impl ModelConfig {
                 _ => false,
             };
         Ok(Self {
+            post_hook: list("post_hook")?,
             invalidate_hard_deletes,
             materialized,
             unique_key,

@@ -378,6 +378,17 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
         &context.swap_lock,
     )
     .await?;
+    for hook in &config.post_hook {
+        let scope = RenderScope {
+            schema: &context.plan.schema,
+            nodes: &context.names,
+            sources: &context.plan.project.sources,
+            vars: &context.options.vars,
+        };
+        let hook = render(&scope, &node.name, &node.path, hook, incremental)?.sql;
+        let site = SqlSite { sql: &hook, ..site };
+        materialize::run(&mut conn, &site, &hook).await?;
+    }
     Ok((Status::Success, built.rows))
 }
 

@@ -41,6 +41,7 @@ pub struct Built {
 }
 
 /// Where a failing statement came from, to turn database errors into messages.
+#[derive(Clone, Copy)]
 pub struct SqlSite<'a> {
     pub what: &'static str,
     pub name: &'a str,
@@ -113,7 +114,11 @@ impl SqlSite<'_> {
 }
 
 /// Runs one statement, turning a failure into a model error.
-async fn run(conn: &mut PgConnection, site: &SqlSite<'_>, sql: &str) -> Result<u64, ModelError> {
+pub async fn run(
+    conn: &mut PgConnection,
+    site: &SqlSite<'_>,
+    sql: &str,
+) -> Result<u64, ModelError> {
     ddl::execute(conn, sql)
         .await
         .map_err(|e| site.error(sql, e))

@@ -516,12 +516,16 @@ fn select(
                 selected.remove(&i);
                 continue;
             }
-            let attached_chosen = !attached.is_empty()
-                && attached.iter().all(|name| {
+            // A test that refs nothing runs with a full build only.
+            let attached_chosen = if attached.is_empty() {
+                options.select.is_empty()
+            } else {
+                attached.iter().all(|name| {
                     resources
                         .iter()
                         .any(|&r| nodes[r].name == *name && chosen.contains(&r))
-                });
+                })
+            };
             if attached_chosen {
                 selected.insert(i);
             }

@@ -264,7 +264,8 @@ async fn a_table_swap_keeps_dependent_views_and_a_failed_build_keeps_the_old_tab
 
 fn incremental_project(strategy: &str) -> TempDir {
     let model = format!(
-        "{{{{ config(materialized='incremental', unique_key='id', incremental_strategy='{strategy}') }}}}\n\
+        "{{{{ config(materialized='incremental', unique_key='id', incremental_strategy='{strategy}',\n\
+         post_hook='create index if not exists inc_id_idx on {{{{ this }}}} (id)') }}}}\n\
          select id, upper(value) as value, updated_at\n\
          from {{{{ source('raw', 'events') }}}}\n\
          {{% if is_incremental() %}}\n\
@@ -322,6 +323,15 @@ async fn incremental_equals_full_refresh(strategy: &str) {
     .unwrap();
     assert_eq!(full.get("inc").unwrap().rows, Some(5));
     assert_eq!(read().await, incremental);
+    // The post_hook ran on the rebuilt table.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'analytics' AND indexname = 'inc_id_idx'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -417,6 +427,7 @@ async fn generic_and_singular_tests_pass_warn_and_fail() {
              \x20     - name: parent\n        tests:\n          - not_null:\n              config: {severity: warn}\n\
              \x20         - relationships:\n              to: ref('p')\n              field: id\n",
         ),
+        ("tests/standalone.sql", "select 1 as x where 1 = 2"),
         (
             "tests/no_big_ids.sql",
             "select * from {{ ref('m') }} where id > 100",
@@ -428,9 +439,12 @@ async fn generic_and_singular_tests_pass_warn_and_fail() {
     ]);
     let summary = build(&db.pool, &options(&dir)).await.unwrap();
     let test = |name: &str| {
-        let r = summary
-            .get(name)
-            .unwrap_or_else(|| panic!("no result for {name}"));
+        let r = summary.get(name).unwrap_or_else(|| {
+            panic!(
+                "no result for {name} in {:?}",
+                summary.results.iter().map(|r| &r.name).collect::<Vec<_>>()
+            )
+        });
         (r.status, r.failures)
     };
     assert_eq!(test("not_null_m_id"), (Status::Pass, Some(0)));
@@ -442,6 +456,7 @@ async fn generic_and_singular_tests_pass_warn_and_fail() {
         (Status::Pass, Some(0))
     );
     assert_eq!(test("no_big_ids"), (Status::Pass, Some(0)));
+    assert_eq!(test("standalone"), (Status::Pass, Some(0)));
     assert_eq!(test("ids_below_two"), (Status::Fail, Some(2)));
     assert!(!summary.success());
     assert_eq!(summary.count(NodeKind::Test, Status::Warn), 2);
