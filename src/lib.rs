@@ -11,5 +11,6 @@ pub mod domain;
 pub mod generate;
 pub mod http;
 pub mod kafka;
+pub mod models;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,10 +1,12 @@
 //! Command-line interface: global settings plus one file per subcommand.
 
 pub mod bench;
+pub mod build_models;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
 pub mod migrate;
+pub mod models;
 pub mod produce;
 pub mod sink;
 pub mod topics;
@@ -38,6 +40,11 @@ pub enum Command {
     /// The stream sink: validate, dead-letter, write exactly once into PostgreSQL, score anomalies.
     #[command(name = "kafka-to-postgres", visible_alias = "sink")]
     KafkaToPostgres(sink::Args),
+    /// Build the SQL models in models/ (dbt style): seeds, models, data tests; once or on a schedule.
+    BuildModels(build_models::Args),
+    /// Inspect the SQL models without building them: `etl models graph`.
+    #[command(subcommand)]
+    Models(models::Command),
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
@@ -55,6 +62,8 @@ impl Cli {
             Command::LoadBatch(args) => args.run(&self.global).await,
             Command::Produce(args) => args.run(&self.global).await,
             Command::KafkaToPostgres(args) => args.run(&self.global).await,
+            Command::BuildModels(args) => args.run(&self.global).await,
+            Command::Models(command) => command.run().await,
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
             Command::Bench(bench) => bench.run(&self.global).await,
