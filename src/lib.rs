@@ -10,5 +10,6 @@ pub mod db;
 pub mod domain;
 pub mod generate;
 pub mod kafka;
+pub mod models;
 pub mod shutdown;
 pub mod telemetry;

@@ -25,6 +25,9 @@ pub enum Bench {
     /// it starts itself, next to the transport ceiling (the same settings sending identical
     /// pre-serialized payloads).
     Produce(ProduceArgs),
+    /// Plan time of `etl build-models` (discovery, rendering, DAG, selection; no database) for a
+    /// generated project of N models; the median of several runs (target ≤ 200 ms for 100).
+    Plan(PlanArgs),
     /// A full `build-models` over generated stream and batch transactions, then an incremental
     /// build after new stream rows, in a scratch database that is dropped afterwards.
     Models(ModelsArgs),
@@ -59,6 +62,20 @@ pub struct ModelsArgs {
     /// Folder for the generated files; its CSV files are replaced
     #[arg(long, default_value_os_t = std::env::temp_dir().join("etl-bench-models"))]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Models in the generated project
+    #[arg(long, env = "BENCH_MODELS", default_value_t = 100)]
+    pub models: usize,
+    /// Timed plans; the median is reported
+    #[arg(long, env = "BENCH_RUNS", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Keep the generated project in this folder instead of a temporary one
+    #[arg(long, env = "BENCH_PLAN_DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +137,7 @@ impl Bench {
         match self {
             Bench::Batch(args) => args.run(global).await,
             Bench::Produce(args) => args.run(global).await,
+            Bench::Plan(args) => args.run(),
             Bench::Models(args) => args.run(global).await,
         }
     }
@@ -181,6 +199,25 @@ impl ProduceArgs {
         std::fs::write(&self.json, json + "\n")
             .with_context(|| format!("writing {}", self.json.display()))?;
         println!("figures written to {}", self.json.display());
+        Ok(())
+    }
+}
+
+impl PlanArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let profile = if cfg!(debug_assertions) {
+            "dev (unoptimized)"
+        } else {
+            "release"
+        };
+        println!("build profile: {profile}");
+        let report = crate::models::bench::run(&crate::models::bench::PlanBenchOptions {
+            models: self.models,
+            runs: self.runs as usize,
+            dir: self.dir,
+            ..Default::default()
+        })?;
+        println!("{report}");
         Ok(())
     }
 }

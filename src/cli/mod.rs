@@ -1,10 +1,12 @@
 //! Command-line interface: global settings plus one file per subcommand.
 
 pub mod bench;
+pub mod build_models;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
 pub mod migrate;
+pub mod models;
 pub mod produce;
 pub mod topics;
 
@@ -34,6 +36,11 @@ pub enum Command {
     LoadBatch(load_batch::Args),
     /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
     Produce(produce::Args),
+    /// Build the SQL models in models/ (dbt style): seeds, models, data tests; once or on a schedule.
+    BuildModels(build_models::Args),
+    /// Inspect the SQL models without building them: `etl models graph`.
+    #[command(subcommand)]
+    Models(models::Command),
     /// Apply the schema migrations in `migrations/` (every other command also does this on start).
     Migrate(migrate::Args),
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
@@ -50,6 +57,8 @@ impl Cli {
             Command::GenerateMonthly(args) => args.run().await,
             Command::LoadBatch(args) => args.run(&self.global).await,
             Command::Produce(args) => args.run(&self.global).await,
+            Command::BuildModels(args) => args.run(&self.global).await,
+            Command::Models(command) => command.run().await,
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
             Command::Bench(bench) => bench.run(&self.global).await,

@@ -1,0 +1,170 @@
+//! `etl build-models`
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::db;
+use crate::models::{
+    self, BuildOptions, LockedBuild, NodeResult, Progress, RunSummary, Schedule, build_locked,
+    parse_vars, run_scheduled,
+};
+use crate::shutdown;
+
+use super::GlobalArgs;
+use super::produce::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Folder of the models: *.sql models, tests/*.sql, seeds/*.csv, YAML sources and tests
+    #[arg(long, env = "ETL_MODELS_DIR", default_value = models::DEFAULT_MODELS_DIR)]
+    pub models_dir: PathBuf,
+
+    /// What to build, repeatable: m, +m (with ancestors), m+ (with descendants), tag:x,
+    /// path:models/marts. Everything when not given
+    #[arg(long, short = 's', env = "ETL_MODELS_SELECT", num_args = 1.., value_delimiter = ' ')]
+    pub select: Vec<String>,
+
+    /// What to leave out, same syntax as --select
+    #[arg(long, env = "ETL_MODELS_EXCLUDE", num_args = 1.., value_delimiter = ' ')]
+    pub exclude: Vec<String>,
+
+    /// Rebuild incremental models whole and reload every seed (snapshots keep their history)
+    #[arg(long, env = "ETL_MODELS_FULL_REFRESH")]
+    pub full_refresh: bool,
+
+    /// Seeds, models and tests built at the same time
+    #[arg(long, env = "ETL_MODELS_THREADS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: u32,
+
+    /// Values for var('x'), as a YAML mapping: --vars '{start_date: 2025-01-01, days: 7}'
+    #[arg(long, env = "ETL_MODELS_VARS")]
+    pub vars: Option<String>,
+
+    /// Print the plan in build order and exit without touching the database
+    #[arg(long, env = "ETL_MODELS_LIST")]
+    pub list: bool,
+
+    /// Build again at this interval until SIGINT/SIGTERM, e.g. 5m or 1h
+    #[arg(long, env = "ETL_MODELS_EVERY", value_parser = parse_duration, conflicts_with = "cron")]
+    pub every: Option<Duration>,
+
+    /// Build at the times of this cron expression (local time) until SIGINT/SIGTERM,
+    /// e.g. "*/5 * * * *"
+    #[arg(long, env = "ETL_MODELS_CRON")]
+    pub cron: Option<String>,
+
+    /// Where run_results.json and compiled/<model>.sql are written
+    #[arg(long, env = "ETL_MODELS_TARGET_DIR", default_value = models::DEFAULT_TARGET_DIR)]
+    pub target_dir: PathBuf,
+}
+
+/// One line per finished node on stdout.
+struct PrintProgress;
+
+impl Progress for PrintProgress {
+    fn planned(&self, total: usize) {
+        println!("Building {total} nodes");
+    }
+
+    fn finished(&self, index: usize, total: usize, result: &NodeResult) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", result.progress_line(index, total));
+        let _ = out.flush();
+    }
+}
+
+impl Args {
+    fn options(&self) -> anyhow::Result<BuildOptions> {
+        Ok(BuildOptions {
+            models_dir: self.models_dir.clone(),
+            select: self
+                .select
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            exclude: self
+                .exclude
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            full_refresh: self.full_refresh,
+            threads: self.threads as usize,
+            vars: parse_vars(self.vars.as_deref().unwrap_or_default())?,
+            target_dir: Some(self.target_dir.clone()),
+            ..BuildOptions::default()
+        })
+    }
+
+    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        let options = self.options()?;
+        if self.list {
+            let plan = models::plan(&options)?;
+            print!("{}", plan.listing());
+            return Ok(());
+        }
+        let schedule = match (&self.every, &self.cron) {
+            (Some(every), _) => Some(Schedule::Every(*every)),
+            (None, Some(expression)) => Some(Schedule::cron(expression)?),
+            (None, None) => None,
+        };
+        // Fail on a broken project before connecting.
+        models::plan(&options)?;
+        db::migrate::migrate(&global.database_url).await?;
+        // One connection per thread, one for the build lock, one for the history.
+        let pool = db::connect(&global.database_url, self.threads + 2).await?;
+        match schedule {
+            None => {
+                let LockedBuild::Built(summary) =
+                    build_locked(&pool, &options, &PrintProgress, true).await?
+                else {
+                    unreachable!("a waiting build always builds");
+                };
+                report(&summary, &options);
+                if !summary.success() {
+                    let failed = summary
+                        .results
+                        .iter()
+                        .filter(|r| r.status.is_failure())
+                        .count();
+                    bail!(
+                        "{failed} of {} nodes failed or were skipped (see above)",
+                        summary.results.len()
+                    );
+                }
+                Ok(())
+            }
+            Some(schedule) => {
+                let cancel = shutdown::on_signal();
+                run_scheduled(
+                    &pool,
+                    &options,
+                    &schedule,
+                    &cancel,
+                    &PrintProgress,
+                    |outcome| match outcome {
+                        Ok(LockedBuild::Built(summary)) => report(summary, &options),
+                        Ok(LockedBuild::Busy) => {
+                            println!("another scheduler is building, skipping this tick");
+                        }
+                        Err(error) => eprintln!("error: {error}"),
+                    },
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn report(summary: &RunSummary, options: &BuildOptions) {
+    print!("{}", summary.table());
+    if let Some(dir) = &options.target_dir {
+        println!("results in {}", dir.join("run_results.json").display());
+    }
+}

@@ -1,0 +1,453 @@
+//! Running a plan: nodes start as soon as everything they wait for has finished, up to
+//! `threads` at a time. A seed or model that fails (or is skipped), and an error-level test
+//! that fails, skip everything that waits for them; other branches go on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::config::Severity;
+use super::data_tests::{TestQuery, count_failures, count_statement, generic_query};
+use super::materialize::{self, SqlSite};
+use super::plan::{Node, NodeKind, NodeSpec, Plan, TestSpec};
+use super::project::{GenericKind, RelationRef};
+use super::render::{Relation, RenderScope, quote_ident, render};
+use super::results::{NodeResult, RunSummary, Status, record};
+use super::seeds::load_seed;
+use super::{BuildOptions, ModelError, Progress};
+
+struct Context {
+    pool: PgPool,
+    plan: Arc<Plan>,
+    options: BuildOptions,
+    names: BTreeSet<String>,
+    swap_lock: tokio::sync::Mutex<()>,
+}
+
+/// Runs every node of `plan.order`; the summary holds one result per node.
+pub async fn execute(
+    pool: &PgPool,
+    plan: Arc<Plan>,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary, ModelError> {
+    let run_id = Uuid::new_v4();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    if plan
+        .order
+        .iter()
+        .any(|&i| plan.nodes[i].kind != NodeKind::Test)
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&plan.schema)
+        )))
+        .execute(pool)
+        .await
+        .map_err(ModelError::database("creating the models' schema"))?;
+    }
+    let names = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind != NodeKind::Test)
+        .map(|n| n.name.clone())
+        .collect();
+    let context = Arc::new(Context {
+        pool: pool.clone(),
+        plan: plan.clone(),
+        options: options.clone(),
+        names,
+        swap_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let total = plan.order.len();
+    progress.planned(total);
+    let position: BTreeMap<usize, usize> = plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (i, p))
+        .collect();
+    let mut waiting: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &i in &plan.order {
+        let parents = plan.run_parents.get(&i).map_or(&[][..], Vec::as_slice);
+        waiting.insert(i, parents.len());
+        for &p in parents {
+            children.entry(p).or_default().push(i);
+        }
+    }
+    // Ready nodes by build-order position, so the order is stable with one thread.
+    let mut ready: BTreeSet<(usize, usize)> = waiting
+        .iter()
+        .filter(|&(_, &n)| n == 0)
+        .map(|(&i, _)| (position[&i], i))
+        .collect();
+    let mut outcome: BTreeMap<usize, (Status, Option<Severity>)> = BTreeMap::new();
+    let mut results = Vec::with_capacity(total);
+    let mut running: JoinSet<(usize, NodeResult)> = JoinSet::new();
+    let mut tasks: std::collections::HashMap<tokio::task::Id, usize> =
+        std::collections::HashMap::new();
+    let threads = options.threads.max(1);
+
+    loop {
+        while running.len() < threads {
+            let Some((_, node)) = ready.pop_first() else {
+                break;
+            };
+            let blocker = plan
+                .run_parents
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .find(|p| blocks(&plan.nodes[**p], outcome.get(p)));
+            if let Some(&blocker) = blocker {
+                let result = skipped(&plan.nodes[node], &plan.nodes[blocker]);
+                finish(
+                    &context,
+                    run_id,
+                    node,
+                    result,
+                    &mut outcome,
+                    &mut results,
+                    progress,
+                    total,
+                    &children,
+                    &mut waiting,
+                    &mut ready,
+                    &position,
+                )
+                .await;
+                continue;
+            }
+            let context = context.clone();
+            let handle = running.spawn(async move { (node, run_node(&context, node).await) });
+            tasks.insert(handle.id(), node);
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let (node, result) = match joined {
+            Ok((_, done)) => done,
+            Err(e) => {
+                let node = tasks[&e.id()];
+                let mut result = base_result(&plan.nodes[node]);
+                result.status = Status::Error;
+                result.message = Some(format!("the build task failed: {e}"));
+                (node, result)
+            }
+        };
+        finish(
+            &context,
+            run_id,
+            node,
+            result,
+            &mut outcome,
+            &mut results,
+            progress,
+            total,
+            &children,
+            &mut waiting,
+            &mut ready,
+            &position,
+        )
+        .await;
+    }
+
+    let summary = RunSummary {
+        run_id,
+        started_at,
+        finished_at: Utc::now(),
+        elapsed: clock.elapsed(),
+        results,
+    };
+    if let Some(dir) = &options.target_dir {
+        summary.write_json(dir)?;
+    }
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    context: &Context,
+    run_id: Uuid,
+    node: usize,
+    result: NodeResult,
+    outcome: &mut BTreeMap<usize, (Status, Option<Severity>)>,
+    results: &mut Vec<NodeResult>,
+    progress: &dyn Progress,
+    total: usize,
+    children: &BTreeMap<usize, Vec<usize>>,
+    waiting: &mut BTreeMap<usize, usize>,
+    ready: &mut BTreeSet<(usize, usize)>,
+    position: &BTreeMap<usize, usize>,
+) {
+    if let Err(e) = record(&context.pool, run_id, &result).await {
+        tracing::warn!(error = %e, node = %result.name, "could not append to the run history");
+    }
+    outcome.insert(node, (result.status, result.severity));
+    progress.finished(results.len() + 1, total, &result);
+    results.push(result);
+    for &child in children.get(&node).into_iter().flatten() {
+        let left = waiting.entry(child).or_default();
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            ready.insert((position[&child], child));
+        }
+    }
+}
+
+/// Whether a finished parent keeps its children from running.
+fn blocks(parent: &Node, outcome: Option<&(Status, Option<Severity>)>) -> bool {
+    let Some(&(status, severity)) = outcome else {
+        return false;
+    };
+    match parent.kind {
+        NodeKind::Seed | NodeKind::Model => matches!(status, Status::Error | Status::Skipped),
+        NodeKind::Test => {
+            status == Status::Skipped
+                || (matches!(status, Status::Fail | Status::Error)
+                    && severity.unwrap_or_default() == Severity::Error)
+        }
+    }
+}
+
+fn base_result(node: &Node) -> NodeResult {
+    let (severity, model, column) = match &node.spec {
+        NodeSpec::Test {
+            spec: TestSpec::Generic(test),
+            severity,
+            ..
+        } => (
+            Some(*severity),
+            Some(test.model.clone()),
+            Some(test.column.clone()),
+        ),
+        NodeSpec::Test {
+            severity, attached, ..
+        } => (Some(*severity), attached.first().cloned(), None),
+        _ => (None, None, None),
+    };
+    NodeResult {
+        name: node.name.clone(),
+        kind: node.kind,
+        status: Status::Skipped,
+        materialization: match node.kind {
+            NodeKind::Seed => Some("seed".into()),
+            _ => node.materialization().map(|m| m.to_string()),
+        },
+        relation: node.relation.as_ref().map(Relation::display_name),
+        file: node.path.clone(),
+        rows: None,
+        failures: None,
+        severity,
+        model,
+        column,
+        message: None,
+        started_at: Utc::now(),
+        duration: Duration::ZERO,
+    }
+}
+
+fn skipped(node: &Node, blocker: &Node) -> NodeResult {
+    NodeResult {
+        message: Some(format!(
+            "skipped: upstream {} {} did not succeed",
+            blocker.kind.as_str(),
+            blocker.name
+        )),
+        ..base_result(node)
+    }
+}
+
+async fn run_node(context: &Context, index: usize) -> NodeResult {
+    let node = &context.plan.nodes[index];
+    let mut result = base_result(node);
+    let clock = Instant::now();
+    let outcome = match &node.spec {
+        NodeSpec::Seed { column_types } => run_seed(context, node, column_types).await,
+        NodeSpec::Model { .. } => run_model(context, node).await,
+        NodeSpec::Test { spec, severity, .. } => run_test(context, node, spec, *severity).await,
+    };
+    result.duration = clock.elapsed();
+    match outcome {
+        Ok((status, count)) => {
+            result.status = status;
+            match node.kind {
+                NodeKind::Test => {
+                    result.failures = count;
+                    if let Some(n) = count.filter(|n| *n > 0) {
+                        result.message = Some(format!("{n} failing rows"));
+                    }
+                }
+                _ => result.rows = count,
+            }
+        }
+        Err(error) => {
+            result.status = Status::Error;
+            result.message = Some(error.to_string());
+        }
+    }
+    result
+}
+
+async fn run_seed(
+    context: &Context,
+    node: &Node,
+    column_types: &BTreeMap<String, String>,
+) -> Result<(Status, Option<u64>), ModelError> {
+    let target = node.relation.as_ref().expect("seeds have a relation");
+    let mut conn = context
+        .pool
+        .acquire()
+        .await
+        .map_err(ModelError::database("getting a connection"))?;
+    let outcome = load_seed(
+        &mut conn,
+        &node.name,
+        &node.path,
+        target,
+        column_types,
+        context.options.full_refresh,
+        &context.swap_lock,
+    )
+    .await?;
+    Ok((Status::Success, outcome.rows))
+}
+
+async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64>), ModelError> {
+    let NodeSpec::Model {
+        config,
+        template,
+        rendered,
+    } = &node.spec
+    else {
+        unreachable!("run_model is called for models");
+    };
+    let target = node.relation.as_ref().expect("models have a relation");
+    let mut conn = context
+        .pool
+        .acquire()
+        .await
+        .map_err(ModelError::database("getting a connection"))?;
+    let incremental =
+        materialize::is_incremental(&mut conn, config, target, context.options.full_refresh)
+            .await
+            .map_err(|e| {
+                SqlSite {
+                    what: "model",
+                    name: &node.name,
+                    file: &node.path,
+                    sql: "",
+                    compiled: None,
+                }
+                .error("", e)
+            })?;
+    let sql = if incremental {
+        let scope = RenderScope {
+            schema: &context.plan.schema,
+            nodes: &context.names,
+            sources: &context.plan.project.sources,
+            vars: &context.options.vars,
+        };
+        render(&scope, &node.name, &node.path, template, true)?.sql
+    } else {
+        rendered.sql.clone()
+    };
+    let compiled = write_compiled(context, node, &sql)?;
+    let site = SqlSite {
+        what: "model",
+        name: &node.name,
+        file: &node.path,
+        sql: &sql,
+        compiled: compiled.as_deref(),
+    };
+    let built = materialize::materialize(
+        &mut conn,
+        config,
+        target,
+        &site,
+        incremental,
+        &context.swap_lock,
+    )
+    .await?;
+    Ok((Status::Success, built.rows))
+}
+
+/// `<target-dir>/compiled/<model>.sql`, so that error positions can be looked up.
+fn write_compiled(
+    context: &Context,
+    node: &Node,
+    sql: &str,
+) -> Result<Option<PathBuf>, ModelError> {
+    let Some(dir) = &context.options.target_dir else {
+        return Ok(None);
+    };
+    let dir = dir.join("compiled");
+    let path = dir.join(format!("{}.sql", node.name));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, format!("{sql}\n")))
+        .map_err(|source| ModelError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(Some(path))
+}
+
+async fn run_test(
+    context: &Context,
+    node: &Node,
+    spec: &TestSpec,
+    severity: Severity,
+) -> Result<(Status, Option<u64>), ModelError> {
+    let plan = &context.plan;
+    let query = match spec {
+        TestSpec::Singular { sql } => TestQuery {
+            sql: sql.clone(),
+            values: None,
+        },
+        TestSpec::Generic(test) => {
+            let model = Relation::new(plan.schema.clone(), test.model.clone());
+            let to = match &test.kind {
+                GenericKind::Relationships { to, .. } => Some(match to {
+                    RelationRef::Ref(name) => Relation::new(plan.schema.clone(), name.clone()),
+                    RelationRef::Source(source, table) => {
+                        let found = &plan.project.sources[&(source.clone(), table.clone())];
+                        Relation::new(found.schema.clone(), found.identifier.clone())
+                    }
+                }),
+                _ => None,
+            };
+            generic_query(test, &model, to.as_ref())
+        }
+    };
+    let site = SqlSite {
+        what: "test",
+        name: &node.name,
+        file: &node.path,
+        sql: &query.sql,
+        compiled: None,
+    };
+    let mut conn = context
+        .pool
+        .acquire()
+        .await
+        .map_err(ModelError::database("getting a connection"))?;
+    let failures = count_failures(&mut conn, &query)
+        .await
+        .map_err(|e| site.error(&count_statement(&query), e))?;
+    let failures = u64::try_from(failures).unwrap_or_default();
+    let status = match (failures, severity) {
+        (0, _) => Status::Pass,
+        (_, Severity::Warn) => Status::Warn,
+        (_, Severity::Error) => Status::Fail,
+    };
+    Ok((status, Some(failures)))
+}

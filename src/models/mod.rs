@@ -1,0 +1,132 @@
+//! SQL models, dbt style (DESIGN §6): Jinja templates in `models/`, a DAG from `ref`/`source`,
+//! four materializations, data tests, CSV seeds, selection, history and a scheduler.
+//!
+//! [`plan`] reads and orders a models folder without a database; [`build`] runs the plan:
+//! seeds, models and tests, in parallel where the DAG allows, appending every result to
+//! `etl.model_runs` / `etl.test_results`.
+
+pub mod bench;
+pub mod config;
+pub mod data_tests;
+pub mod ddl;
+pub mod error;
+pub mod execute;
+pub mod graph;
+pub mod materialize;
+pub mod plan;
+pub mod project;
+pub mod render;
+pub mod results;
+pub mod schedule;
+pub mod seeds;
+pub mod select;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+pub use config::{Materialization, ModelConfig, Severity};
+pub use error::ModelError;
+pub use plan::{GraphFormat, NodeKind, Plan, plan};
+pub use results::{NodeResult, RunSummary, Status};
+pub use schedule::{LockedBuild, Schedule, build_locked, run_scheduled};
+
+/// The default models folder and target folder, relative to the working directory.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+pub const DEFAULT_TARGET_DIR: &str = "target";
+/// Where models and seeds build (DESIGN §5).
+pub const DEFAULT_SCHEMA: &str = "analytics";
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub models_dir: PathBuf,
+    /// Selectors (`m`, `+m`, `m+`, `tag:x`, `path:dir`); empty selects everything.
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Rebuild incremental models and reload seeds whole.
+    pub full_refresh: bool,
+    /// Nodes built at the same time.
+    pub threads: usize,
+    /// `var('x')` values.
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Where `run_results.json` and `compiled/<model>.sql` go; none writes no files.
+    pub target_dir: Option<PathBuf>,
+    /// The schema models and seeds build into.
+    pub schema: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            models_dir: PathBuf::from(DEFAULT_MODELS_DIR),
+            select: Vec::new(),
+            exclude: Vec::new(),
+            full_refresh: false,
+            threads: 4,
+            vars: BTreeMap::new(),
+            target_dir: None,
+            schema: DEFAULT_SCHEMA.to_string(),
+        }
+    }
+}
+
+/// Parses `--vars`: a YAML (or JSON) mapping such as `{start_date: '2025-01-01', days: 7}`.
+pub fn parse_vars(text: &str) -> Result<BTreeMap<String, serde_json::Value>, ModelError> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let value: serde_json::Value =
+        serde_yaml::from_str(text).map_err(|e| ModelError::BadVars(e.to_string()))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map.into_iter().collect()),
+        serde_json::Value::Null => Ok(BTreeMap::new()),
+        other => Err(ModelError::BadVars(format!("got {other}"))),
+    }
+}
+
+/// Hears about each finished node while a build runs (the CLI prints progress lines).
+pub trait Progress: Send + Sync {
+    /// The number of nodes about to run.
+    fn planned(&self, _total: usize) {}
+    /// Node number `index` (1-based, in finishing order) of `total` finished.
+    fn finished(&self, _index: usize, _total: usize, _result: &NodeResult) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// Plans and builds: seeds, models and data tests. Planning errors (a cycle, an unknown ref,
+/// bad YAML) are returned as errors and nothing runs; failures of single nodes are results in
+/// the summary (see [`RunSummary::success`]).
+pub async fn build(pool: &PgPool, options: &BuildOptions) -> Result<RunSummary, ModelError> {
+    build_with_progress(pool, options, &Silent).await
+}
+
+/// [`build`], telling `progress` about every node as it finishes.
+pub async fn build_with_progress(
+    pool: &PgPool,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary, ModelError> {
+    let plan = plan(options)?;
+    execute::execute(pool, Arc::new(plan), options, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_parse_as_yaml() {
+        let vars = parse_vars("{start: '2025-01-01', days: 7}").unwrap();
+        assert_eq!(vars["days"], serde_json::json!(7));
+        assert_eq!(vars["start"], serde_json::json!("2025-01-01"));
+        assert!(parse_vars("[1, 2]").is_err());
+        assert!(parse_vars("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,575 @@
+//! From a models folder to an ordered plan, without a database: discover, render (with
+//! `is_incremental()` false), wire the DAG, check refs and cycles, apply the selection.
+//!
+//! Execution order: a node runs after its parents; a model also waits for the data tests of its
+//! parents, so that a failing error-level test can keep bad data from flowing downstream (dbt's
+//! `build`). Generic tests are attached to the model they are declared on; a singular test is
+//! attached to every model it refs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::config::{ConfigValue, Materialization, ModelConfig, RawConfig, Severity};
+use super::graph::Dag;
+use super::project::{GenericKind, GenericTest, Project, RelationRef};
+use super::render::{Relation, RenderScope, Rendered, ScannedCall, render, scan_calls};
+use super::select::Selector;
+use super::{BuildOptions, ModelError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeKind {
+    Seed,
+    Model,
+    Test,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seed => "seed",
+            Self::Model => "model",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// What a data test checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestSpec {
+    Generic(GenericTest),
+    /// A `tests/*.sql` file, rendered; it fails when its query returns rows.
+    Singular {
+        sql: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum NodeSpec {
+    Seed {
+        column_types: BTreeMap<String, String>,
+    },
+    Model {
+        config: ModelConfig,
+        /// The template, rendered again at build time with the real `is_incremental()`.
+        template: String,
+        /// Rendered with `is_incremental()` false.
+        rendered: Rendered,
+    },
+    Test {
+        spec: TestSpec,
+        severity: Severity,
+        /// Models and seeds whose downstream this test guards.
+        attached: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    pub path: PathBuf,
+    pub tags: Vec<String>,
+    /// Where a seed or model lands; none for tests.
+    pub relation: Option<Relation>,
+    pub spec: NodeSpec,
+}
+
+impl Node {
+    pub fn materialization(&self) -> Option<Materialization> {
+        match &self.spec {
+            NodeSpec::Model { config, .. } => Some(config.materialized),
+            _ => None,
+        }
+    }
+
+    /// `table analytics.dim_users`, `seed analytics.rates`, `test unique_…`.
+    pub fn label(&self) -> String {
+        match (&self.spec, &self.relation) {
+            (NodeSpec::Model { config, .. }, Some(relation)) => {
+                format!("{} {}", config.materialized, relation.display_name())
+            }
+            (NodeSpec::Seed { .. }, Some(relation)) => format!("seed {}", relation.display_name()),
+            _ => format!("test {}", self.name),
+        }
+    }
+}
+
+/// Every node of the project, the DAG, and the selected nodes in build order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub project: Project,
+    pub nodes: Vec<Node>,
+    /// Lineage: ref/source edges between seeds, models and tests.
+    pub dag: Dag,
+    /// Indices into `nodes` of what will run, in build order.
+    pub order: Vec<usize>,
+    /// Execution dependencies among selected nodes (lineage plus "after the parents' tests").
+    pub run_parents: BTreeMap<usize, Vec<usize>>,
+    pub schema: String,
+}
+
+impl Plan {
+    pub fn index_of(&self, name: &str, kind: NodeKind) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name && n.kind == kind)
+    }
+
+    /// Names of the selected nodes in build order.
+    pub fn ordered_names(&self) -> Vec<&str> {
+        self.order
+            .iter()
+            .map(|&i| self.nodes[i].name.as_str())
+            .collect()
+    }
+
+    /// The plan as printed by `--list`: one line per node in build order.
+    pub fn listing(&self) -> String {
+        let mut out = String::new();
+        let width = self.order.len().to_string().len();
+        for (n, &i) in self.order.iter().enumerate() {
+            let node = &self.nodes[i];
+            let _ = writeln!(
+                out,
+                "{:>width$}. {:<50} {}",
+                n + 1,
+                node.label(),
+                node.path.display()
+            );
+        }
+        out
+    }
+
+    /// The lineage in Mermaid (`flowchart LR`) or Graphviz dot; seeds, models and tests.
+    pub fn graph(&self, format: GraphFormat, with_tests: bool) -> String {
+        let shown: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| with_tests || self.nodes[i].kind != NodeKind::Test)
+            .collect();
+        let mut out = String::new();
+        let id = |i: usize| format!("n{i}");
+        match format {
+            GraphFormat::Mermaid => {
+                out.push_str("flowchart LR\n");
+                for &i in &shown {
+                    let node = &self.nodes[i];
+                    let shape = match node.kind {
+                        NodeKind::Seed => format!("[(\"{}\")]", node.name),
+                        NodeKind::Model => format!("[\"{}\"]", node.name),
+                        NodeKind::Test => format!("{{{{\"{}\"}}}}", node.name),
+                    };
+                    let _ = writeln!(out, "  {}{shape}", id(i));
+                }
+                for &i in &shown {
+                    for &child in &self.dag.children[i] {
+                        if shown.contains(&child) {
+                            let _ = writeln!(out, "  {} --> {}", id(i), id(child));
+                        }
+                    }
+                }
+            }
+            GraphFormat::Dot => {
+                out.push_str("digraph models {\n  rankdir=LR;\n");
+                for &i in &shown {
+                    let node = &self.nodes[i];
+                    let shape = match node.kind {
+                        NodeKind::Seed => "cylinder",
+                        NodeKind::Model => "box",
+                        NodeKind::Test => "diamond",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {} [label=\"{}\", shape={shape}];",
+                        id(i),
+                        node.name.replace('"', "\\\"")
+                    );
+                }
+                for &i in &shown {
+                    for &child in &self.dag.children[i] {
+                        if shown.contains(&child) {
+                            let _ = writeln!(out, "  {} -> {};", id(i), id(child));
+                        }
+                    }
+                }
+                out.push_str("}\n");
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+/// Plans a build of `options.models_dir`. No database is touched.
+pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
+    let project = Project::discover(&options.models_dir)?;
+    for (model, file) in &project.undeclared {
+        tracing::warn!(%model, file = %file.display(), "YAML describes a model that has no .sql file; its tests are ignored");
+    }
+    let names: BTreeSet<String> = project
+        .models
+        .iter()
+        .map(|m| m.name.clone())
+        .chain(project.seeds.iter().map(|s| s.name.clone()))
+        .collect();
+    let scope = RenderScope {
+        schema: &options.schema,
+        nodes: &names,
+        sources: &project.sources,
+        vars: &options.vars,
+    };
+
+    let mut nodes: Vec<Node> = Vec::new();
+    // Refs of each node by name, resolved to indices once every node exists.
+    let mut refs: Vec<BTreeSet<String>> = Vec::new();
+    for seed in &project.seeds {
+        nodes.push(Node {
+            name: seed.name.clone(),
+            kind: NodeKind::Seed,
+            path: seed.path.clone(),
+            tags: Vec::new(),
+            relation: Some(Relation::new(options.schema.clone(), seed.name.clone())),
+            spec: NodeSpec::Seed {
+                column_types: seed.column_types.clone(),
+            },
+        });
+        refs.push(BTreeSet::new());
+    }
+    let mut disabled = BTreeSet::new();
+    for model in &project.models {
+        let rendered = render(&scope, &model.name, &model.path, &model.sql, false)?;
+        let scanned = check_scanned(&scope, &model.name, &model.path, &model.sql)?;
+        let mut raw: RawConfig = project
+            .yaml_configs
+            .get(&model.name)
+            .map(|yaml| {
+                yaml.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), ConfigValue::from_yaml(v))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        raw.extend(rendered.config.clone());
+        let config = ModelConfig::from_raw(&raw).map_err(|message| ModelError::BadConfig {
+            model: model.name.clone(),
+            file: model.path.clone(),
+            message,
+        })?;
+        if !config.enabled {
+            disabled.insert(model.name.clone());
+            continue;
+        }
+        let mut model_refs = rendered.refs.clone();
+        model_refs.extend(scanned);
+        refs.push(model_refs);
+        nodes.push(Node {
+            name: model.name.clone(),
+            kind: NodeKind::Model,
+            path: model.path.clone(),
+            tags: config.tags.clone(),
+            relation: Some(Relation::new(options.schema.clone(), model.name.clone())),
+            spec: NodeSpec::Model {
+                config,
+                template: model.sql.clone(),
+                rendered,
+            },
+        });
+    }
+    for test in &project.generic_tests {
+        if disabled.contains(&test.model) {
+            continue;
+        }
+        let mut test_refs = BTreeSet::from([test.model.clone()]);
+        if let GenericKind::Relationships {
+            to: RelationRef::Ref(to),
+            ..
+        } = &test.kind
+        {
+            if !names.contains(to) {
+                return Err(ModelError::Yaml {
+                    path: test.file.clone(),
+                    message: format!(
+                        "test {} checks against ref('{to}'), which is neither a model nor a seed",
+                        test.name
+                    ),
+                });
+            }
+            test_refs.insert(to.clone());
+        }
+        if let GenericKind::Relationships {
+            to: RelationRef::Source(source, table),
+            ..
+        } = &test.kind
+            && !project
+                .sources
+                .contains_key(&(source.clone(), table.clone()))
+        {
+            return Err(ModelError::Yaml {
+                path: test.file.clone(),
+                message: format!(
+                    "test {} checks against source('{source}', '{table}'), which no YAML declares",
+                    test.name
+                ),
+            });
+        }
+        refs.push(test_refs);
+        nodes.push(Node {
+            name: test.name.clone(),
+            kind: NodeKind::Test,
+            path: test.file.clone(),
+            tags: Vec::new(),
+            relation: None,
+            spec: NodeSpec::Test {
+                spec: TestSpec::Generic(test.clone()),
+                severity: test.severity,
+                attached: vec![test.model.clone()],
+            },
+        });
+    }
+    for test in &project.singular_tests {
+        let rendered = render(&scope, &test.name, &test.path, &test.sql, false)?;
+        let scanned = check_scanned(&scope, &test.name, &test.path, &test.sql)?;
+        let config =
+            ModelConfig::from_raw(&rendered.config).map_err(|message| ModelError::BadConfig {
+                model: test.name.clone(),
+                file: test.path.clone(),
+                message,
+            })?;
+        if !config.enabled {
+            continue;
+        }
+        let mut test_refs = rendered.refs.clone();
+        test_refs.extend(scanned);
+        refs.push(test_refs.clone());
+        nodes.push(Node {
+            name: test.name.clone(),
+            kind: NodeKind::Test,
+            path: test.path.clone(),
+            tags: config.tags.clone(),
+            relation: None,
+            spec: NodeSpec::Test {
+                spec: TestSpec::Singular { sql: rendered.sql },
+                severity: config.severity,
+                attached: test_refs.into_iter().collect(),
+            },
+        });
+    }
+
+    // Lineage. A ref to a disabled model is an unknown ref.
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind != NodeKind::Test)
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut dag = Dag::new(nodes.iter().map(|n| n.name.clone()).collect());
+    for (child, node_refs) in refs.iter().enumerate() {
+        for name in node_refs {
+            let Some(&parent) = index.get(name.as_str()) else {
+                let node = &nodes[child];
+                let line = first_line_of_ref(
+                    &std::fs::read_to_string(&node.path).unwrap_or_default(),
+                    name,
+                );
+                return Err(ModelError::UnknownRef {
+                    model: node.name.clone(),
+                    file: node.path.clone(),
+                    line,
+                    target: name.clone(),
+                });
+            };
+            dag.add_edge(parent, child);
+        }
+    }
+    let rank = |i: usize| i as u64;
+    let lineage_order = dag
+        .topological_order(rank)
+        .map_err(|cycle| ModelError::Cycle {
+            cycle: cycle.join(" → "),
+        })?;
+
+    let selected = select(options, &nodes, &dag)?;
+    let (order, run_parents) = execution_order(&nodes, &dag, &selected, &lineage_order);
+    Ok(Plan {
+        project,
+        nodes,
+        dag,
+        order,
+        run_parents,
+        schema: options.schema.clone(),
+    })
+}
+
+/// Literal refs and sources in every branch must exist; returns the ref names.
+fn check_scanned(
+    scope: &RenderScope<'_>,
+    model: &str,
+    file: &Path,
+    template: &str,
+) -> Result<BTreeSet<String>, ModelError> {
+    let mut refs = BTreeSet::new();
+    for call in scan_calls(template) {
+        match call {
+            ScannedCall::Ref { name, line } => {
+                if !scope.nodes.contains(&name) {
+                    return Err(ModelError::UnknownRef {
+                        model: model.to_string(),
+                        file: file.to_path_buf(),
+                        line,
+                        target: name,
+                    });
+                }
+                refs.insert(name);
+            }
+            ScannedCall::Source {
+                source,
+                table,
+                line,
+            } => {
+                if !scope.sources.contains_key(&(source.clone(), table.clone())) {
+                    return Err(ModelError::UnknownSource {
+                        model: model.to_string(),
+                        file: file.to_path_buf(),
+                        line,
+                        source_name: source,
+                        table,
+                    });
+                }
+            }
+        }
+    }
+    Ok(refs)
+}
+
+fn first_line_of_ref(template: &str, name: &str) -> usize {
+    scan_calls(template)
+        .into_iter()
+        .find_map(|c| match c {
+            ScannedCall::Ref { name: n, line } if n == name => Some(line),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Seeds and models chosen by `--select` minus `--exclude`, plus the tests attached to them
+/// whose every ref is chosen or already built (dbt's "eager" indirect selection, restricted to
+/// tests whose attached models are all selected).
+fn select(
+    options: &BuildOptions,
+    nodes: &[Node],
+    dag: &Dag,
+) -> Result<BTreeSet<usize>, ModelError> {
+    let resources: BTreeSet<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].kind != NodeKind::Test)
+        .collect();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let matches = |text: &str| -> Result<BTreeSet<usize>, ModelError> {
+        let selector = Selector::parse(text)?;
+        selector.matches(nodes, dag, &options.models_dir, &cwd)
+    };
+    let mut chosen: BTreeSet<usize> = if options.select.is_empty() {
+        resources.clone()
+    } else {
+        let mut chosen = BTreeSet::new();
+        for text in &options.select {
+            chosen.extend(matches(text)?);
+        }
+        chosen
+    };
+    let mut excluded_tests = BTreeSet::new();
+    for text in &options.exclude {
+        for i in matches(text)? {
+            if nodes[i].kind == NodeKind::Test {
+                excluded_tests.insert(i);
+            }
+            chosen.remove(&i);
+        }
+    }
+    // Tests named explicitly stay chosen; the others follow their models.
+    let mut selected: BTreeSet<usize> = chosen.clone();
+    for (i, node) in nodes.iter().enumerate() {
+        if let NodeSpec::Test { attached, .. } = &node.spec {
+            if excluded_tests.contains(&i) {
+                selected.remove(&i);
+                continue;
+            }
+            let attached_chosen = !attached.is_empty()
+                && attached.iter().all(|name| {
+                    resources
+                        .iter()
+                        .any(|&r| nodes[r].name == *name && chosen.contains(&r))
+                });
+            if attached_chosen {
+                selected.insert(i);
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// The selected nodes in build order, and what each waits for: its selected parents, plus the
+/// selected tests attached to those parents.
+fn execution_order(
+    nodes: &[Node],
+    dag: &Dag,
+    selected: &BTreeSet<usize>,
+    lineage_order: &[usize],
+) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
+    let mut tests_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in selected {
+        if let NodeSpec::Test { attached, .. } = &nodes[i].spec {
+            for name in attached {
+                tests_of.entry(name.as_str()).or_default().push(i);
+            }
+        }
+    }
+    let mut test_ancestors: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    let mut run_parents: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &i in selected {
+        let mut parents: BTreeSet<usize> = BTreeSet::new();
+        for &parent in &dag.parents[i] {
+            if !selected.contains(&parent) {
+                continue;
+            }
+            parents.insert(parent);
+            if nodes[i].kind != NodeKind::Test {
+                for &test in tests_of
+                    .get(nodes[parent].name.as_str())
+                    .into_iter()
+                    .flatten()
+                {
+                    // A test that also depends on this node (a singular test reading parent
+                    // and child) runs after it instead.
+                    let ancestors = test_ancestors
+                        .entry(test)
+                        .or_insert_with(|| dag.ancestors(test));
+                    if !ancestors.contains(&i) {
+                        parents.insert(test);
+                    }
+                }
+            }
+        }
+        run_parents.insert(i, parents.into_iter().collect());
+    }
+    // Order: lineage position (so parents come first), which the extra test edges respect
+    // because a test follows its models in lineage and precedes their children there too.
+    let mut run_dag = Dag::new(nodes.iter().map(|n| n.name.clone()).collect());
+    for (&child, parents) in &run_parents {
+        for &parent in parents {
+            run_dag.add_edge(parent, child);
+        }
+    }
+    let position: BTreeMap<usize, u64> = lineage_order
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (i, p as u64))
+        .collect();
+    let order = run_dag
+        .topological_order(|i| position.get(&i).copied().unwrap_or(u64::MAX))
+        .unwrap_or_else(|_| lineage_order.to_vec());
+    let order = order.into_iter().filter(|i| selected.contains(i)).collect();
+    (order, run_parents)
+}

@@ -1,0 +1,502 @@
+//! Rendering a model's Jinja with dbt's vocabulary (minijinja): `config`, `ref`, `source`,
+//! `this`, `is_incremental`, `var`, `env_var`.
+//!
+//! Rendering also records what the model referenced, which is how the DAG is found. Because a
+//! `ref` inside a branch that did not render (`{% if is_incremental() %}`) would be missed, the
+//! literal `ref('…')` calls inside Jinja tags are scanned as well ([`scan_calls`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use minijinja::value::{Kwargs, Object};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+use super::ModelError;
+use super::config::{ConfigValue, RawConfig};
+use super::project::SourceTable;
+
+/// `"schema"."name"`, quoted so that any name is safe in SQL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Relation {
+    pub schema: String,
+    pub name: String,
+}
+
+impl Relation {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The same schema, another name (e.g. the `__etl_tmp` table a model is built into).
+    pub fn with_suffix(&self, suffix: &str) -> Self {
+        Self::new(self.schema.clone(), format!("{}{suffix}", self.name))
+    }
+
+    /// `schema.name` unquoted, for messages.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name)
+        )
+    }
+}
+
+impl Object for Relation {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "schema" => Some(Value::from(self.schema.clone())),
+            "identifier" | "name" | "table" => Some(Value::from(self.name.clone())),
+            _ => None,
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_ref(), f)
+    }
+}
+
+/// Quotes an SQL identifier: `a"b` becomes `"a""b"`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What templates may refer to.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderScope<'a> {
+    /// The schema models and seeds build into.
+    pub schema: &'a str,
+    /// Names of every model and seed.
+    pub nodes: &'a BTreeSet<String>,
+    pub sources: &'a BTreeMap<(String, String), SourceTable>,
+    pub vars: &'a BTreeMap<String, serde_json::Value>,
+}
+
+/// A rendered template and what it referred to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendered {
+    pub sql: String,
+    pub config: RawConfig,
+    pub refs: BTreeSet<String>,
+    pub sources: BTreeSet<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Capture {
+    config: RawConfig,
+    refs: BTreeSet<String>,
+    sources: BTreeSet<(String, String)>,
+    failure: Option<Failure>,
+}
+
+#[derive(Debug)]
+enum Failure {
+    UnknownRef(String),
+    UnknownSource(String, String),
+}
+
+fn lock(capture: &Mutex<Capture>) -> MutexGuard<'_, Capture> {
+    capture
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Renders `template` (the text of `file`, model `model`).
+pub fn render(
+    scope: &RenderScope<'_>,
+    model: &str,
+    file: &Path,
+    template: &str,
+    is_incremental: bool,
+) -> Result<Rendered, ModelError> {
+    let capture = Arc::new(Mutex::new(Capture::default()));
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let schema = scope.schema.to_string();
+    env.add_global(
+        "this",
+        Value::from_object(Relation::new(schema.clone(), model)),
+    );
+    env.add_global(
+        "target",
+        Value::from(BTreeMap::from([
+            ("schema", Value::from(schema.clone())),
+            ("name", Value::from("default")),
+        ])),
+    );
+    {
+        let capture = capture.clone();
+        env.add_function("config", move |kwargs: Kwargs| -> Result<String, Error> {
+            let mut capture = lock(&capture);
+            for key in kwargs.args() {
+                let value: Value = kwargs.get(key)?;
+                capture
+                    .config
+                    .insert(key.to_string(), ConfigValue::from_jinja(&value));
+            }
+            Ok(String::new())
+        });
+    }
+    {
+        let capture = capture.clone();
+        let nodes = scope.nodes.clone();
+        let schema = schema.clone();
+        env.add_function(
+            "ref",
+            move |first: String, second: Option<String>| -> Result<Value, Error> {
+                // ref('package', 'model') names the model second.
+                let name = second.unwrap_or(first);
+                let mut capture = lock(&capture);
+                if !nodes.contains(&name) {
+                    capture.failure = Some(Failure::UnknownRef(name.clone()));
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("unknown ref {name:?}"),
+                    ));
+                }
+                capture.refs.insert(name.clone());
+                Ok(Value::from_object(Relation::new(schema.clone(), name)))
+            },
+        );
+    }
+    {
+        let capture = capture.clone();
+        let sources = scope.sources.clone();
+        env.add_function(
+            "source",
+            move |source: String, table: String| -> Result<Value, Error> {
+                let mut capture = lock(&capture);
+                let key = (source, table);
+                let Some(found) = sources.get(&key) else {
+                    capture.failure = Some(Failure::UnknownSource(key.0.clone(), key.1.clone()));
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("unknown source {:?}.{:?}", key.0, key.1),
+                    ));
+                };
+                capture.sources.insert(key);
+                Ok(Value::from_object(Relation::new(
+                    found.schema.clone(),
+                    found.identifier.clone(),
+                )))
+            },
+        );
+    }
+    env.add_function("is_incremental", move || is_incremental);
+    {
+        let vars = scope.vars.clone();
+        env.add_function(
+            "var",
+            move |name: String, default: Option<Value>| -> Result<Value, Error> {
+                match (vars.get(&name), default) {
+                    (Some(value), _) => Ok(json_to_value(value)),
+                    (None, Some(default)) => Ok(default),
+                    (None, None) => Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!(
+                            "var({name:?}) has no value and no default; pass --vars '{{{name}: …}}'"
+                        ),
+                    )),
+                }
+            },
+        );
+    }
+    env.add_function(
+        "env_var",
+        |name: String, default: Option<String>| -> Result<String, Error> {
+            match (std::env::var(&name), default) {
+                (Ok(value), _) => Ok(value),
+                (Err(_), Some(default)) => Ok(default),
+                (Err(_), None) => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("environment variable {name} is not set and has no default"),
+                )),
+            }
+        },
+    );
+
+    let file_name = file.display().to_string();
+    let result = env
+        .template_from_named_str(&file_name, template)
+        .and_then(|t| t.render(()));
+    let mut capture = lock(&capture);
+    match result {
+        Ok(sql) => Ok(Rendered {
+            sql: clean_sql(&sql),
+            config: std::mem::take(&mut capture.config),
+            refs: std::mem::take(&mut capture.refs),
+            sources: std::mem::take(&mut capture.sources),
+        }),
+        Err(error) => {
+            let line = error.line().unwrap_or(0);
+            Err(match capture.failure.take() {
+                Some(Failure::UnknownRef(target)) => ModelError::UnknownRef {
+                    model: model.to_string(),
+                    file: file.to_path_buf(),
+                    line,
+                    target,
+                },
+                Some(Failure::UnknownSource(source_name, table)) => ModelError::UnknownSource {
+                    model: model.to_string(),
+                    file: file.to_path_buf(),
+                    line,
+                    source_name,
+                    table,
+                },
+                None => ModelError::Template {
+                    model: model.to_string(),
+                    file: file.to_path_buf(),
+                    line,
+                    message: error
+                        .detail()
+                        .map_or_else(|| error.kind().to_string(), String::from),
+                },
+            })
+        }
+    }
+}
+
+/// Trailing whitespace and semicolons go: the SQL is wrapped in DDL.
+fn clean_sql(sql: &str) -> String {
+    sql.trim_end()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+        .trim_start_matches('\n')
+        .to_string()
+}
+
+fn json_to_value(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(f)) => Value::from(f),
+            _ => Value::from(n.to_string()),
+        },
+        serde_json::Value::String(s) => Value::from(s.clone()),
+        serde_json::Value::Array(items) => {
+            Value::from(items.iter().map(json_to_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect::<BTreeMap<String, Value>>(),
+        ),
+    }
+}
+
+/// A literal `ref('x')` or `source('a', 'b')` call found inside a Jinja tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScannedCall {
+    Ref {
+        name: String,
+        line: usize,
+    },
+    Source {
+        source: String,
+        table: String,
+        line: usize,
+    },
+}
+
+/// Finds literal `ref`/`source` calls inside `{{ }}` and `{% %}` (not in `{# #}` comments), in
+/// branches that rendering may skip, with their line numbers.
+pub fn scan_calls(template: &str) -> Vec<ScannedCall> {
+    let mut calls = Vec::new();
+    let bytes = template.as_bytes();
+    let mut i = 0;
+    while let Some(start) = template[i..].find('{').map(|p| p + i) {
+        let close = match bytes.get(start + 1) {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => {
+                i = template[start..]
+                    .find("#}")
+                    .map_or(template.len(), |p| start + p + 2);
+                continue;
+            }
+            _ => {
+                i = start + 1;
+                continue;
+            }
+        };
+        let end = template[start + 2..]
+            .find(close)
+            .map_or(template.len(), |p| start + 2 + p);
+        let tag = &template[start + 2..end];
+        let tag_line = 1 + template[..start].matches('\n').count();
+        scan_tag(tag, tag_line, &mut calls);
+        i = (end + 2).min(template.len());
+    }
+    calls
+}
+
+fn scan_tag(tag: &str, tag_line: usize, calls: &mut Vec<ScannedCall>) {
+    for function in ["ref", "source"] {
+        let pattern = format!("{function}(");
+        let mut from = 0;
+        while let Some(pos) = tag[from..].find(&pattern).map(|p| p + from) {
+            from = pos + pattern.len();
+            let preceded_by_ident = tag[..pos]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+            if preceded_by_ident {
+                continue;
+            }
+            let Some(args) = literal_args(&tag[from..]) else {
+                continue;
+            };
+            let line = tag_line + tag[..pos].matches('\n').count();
+            match (function, args.as_slice()) {
+                ("ref", [name]) | ("ref", [_, name]) => calls.push(ScannedCall::Ref {
+                    name: name.clone(),
+                    line,
+                }),
+                ("source", [source, table]) => calls.push(ScannedCall::Source {
+                    source: source.clone(),
+                    table: table.clone(),
+                    line,
+                }),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `'a', "b")` → `["a", "b"]` when every argument is a string literal.
+fn literal_args(text: &str) -> Option<Vec<String>> {
+    let mut args = Vec::new();
+    let mut rest = text.trim_start();
+    loop {
+        let quote = rest.chars().next()?;
+        if quote == ')' && args.is_empty() {
+            return None;
+        }
+        if quote != '\'' && quote != '"' {
+            return None;
+        }
+        let end = rest[1..].find(quote)? + 1;
+        args.push(rest[1..end].to_string());
+        rest = rest[end + 1..].trim_start();
+        match rest.chars().next()? {
+            ',' => rest = rest[1..].trim_start(),
+            ')' => return Some(args),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type ScopeParts = (
+        BTreeSet<String>,
+        BTreeMap<(String, String), SourceTable>,
+        BTreeMap<String, serde_json::Value>,
+    );
+
+    fn scope_parts() -> ScopeParts {
+        let nodes = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let sources = BTreeMap::from([(
+            ("raw".to_string(), "t".to_string()),
+            SourceTable {
+                source: "raw".into(),
+                table: "t".into(),
+                schema: "public".into(),
+                identifier: "t".into(),
+                file: "sources.yml".into(),
+            },
+        )]);
+        let vars = BTreeMap::from([("days".to_string(), serde_json::json!(7))]);
+        (nodes, sources, vars)
+    }
+
+    #[test]
+    fn renders_dbt_vocabulary() {
+        let (nodes, sources, vars) = scope_parts();
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+        };
+        let template = "{{ config(materialized='incremental', unique_key=['x','y'], tags=['t']) }}\n\
+            select * from {{ ref('a') }} join {{ source('raw', 't') }} using (id)\n\
+            {% if is_incremental() %}where x > (select max(x) from {{ this }}){% endif %}\n\
+            and d > {{ var('days') }} and e = {{ var('missing', 3) }};\n";
+        let out = render(&scope, "m", Path::new("m.sql"), template, true).unwrap();
+        assert_eq!(
+            out.sql,
+            "select * from \"analytics\".\"a\" join \"public\".\"t\" using (id)\n\
+             where x > (select max(x) from \"analytics\".\"m\")\nand d > 7 and e = 3"
+        );
+        assert_eq!(out.refs, BTreeSet::from(["a".to_string()]));
+        assert_eq!(
+            out.config.get("unique_key"),
+            Some(&ConfigValue::List(vec!["x".into(), "y".into()]))
+        );
+        let off = render(&scope, "m", Path::new("m.sql"), template, false).unwrap();
+        assert!(!off.sql.contains("max(x)"));
+    }
+
+    #[test]
+    fn unknown_ref_names_the_line() {
+        let (nodes, sources, vars) = scope_parts();
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+        };
+        let err = render(
+            &scope,
+            "m",
+            Path::new("models/m.sql"),
+            "select 1\nfrom {{ ref('nope') }}",
+            false,
+        )
+        .unwrap_err();
+        match err {
+            ModelError::UnknownRef { line, target, .. } => {
+                assert_eq!((line, target.as_str()), (2, "nope"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn scanning_finds_refs_in_every_branch() {
+        let calls = scan_calls(
+            "{# {{ ref('commented') }} #}\nselect 1 -- ref('sql_comment')\n\
+             {% if x %}\n{{ ref(\"b\") }}{% else %}{{ source('raw', 't') }}{% endif %}\n{{ my_ref('no') }}",
+        );
+        assert_eq!(
+            calls,
+            vec![
+                ScannedCall::Ref {
+                    name: "b".into(),
+                    line: 4
+                },
+                ScannedCall::Source {
+                    source: "raw".into(),
+                    table: "t".into(),
+                    line: 4
+                },
+            ]
+        );
+    }
+}

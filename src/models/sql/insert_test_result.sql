@@ -1,0 +1,3 @@
+INSERT INTO etl.test_results
+    (run_id, test_name, model, column_name, severity, status, failures, message, started_at, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
