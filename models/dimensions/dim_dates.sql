@@ -2,17 +2,17 @@
 
 -- Calendar days (UTC) covering the data: whole months from the month of the earliest transaction
 -- to the month of the latest, stream or batch. `date_key` is YYYYMMDD as an integer. The bounds
--- come from each source separately, where an index answers min/max at once.
+-- come from the landing tables themselves, where an index answers min/max at once.
 
 with bounds as (
     select
         least(
-            (select min(event_time) from {{ ref('stg_transactions_stream') }}),
-            (select min(event_time) from {{ ref('stg_transactions_batch') }})
+            (select min(event_time) from {{ source('raw', 'transactions_sink') }}),
+            (select min("timestamp") from {{ source('raw', 'transactions_batch_raw') }})
         ) as first_event,
         greatest(
-            (select max(event_time) from {{ ref('stg_transactions_stream') }}),
-            (select max(event_time) from {{ ref('stg_transactions_batch') }})
+            (select max(event_time) from {{ source('raw', 'transactions_sink') }}),
+            (select max("timestamp") from {{ source('raw', 'transactions_batch_raw') }})
         ) as last_event
 ),
 

@@ -3,11 +3,17 @@
 -- Every merchant seen in either source. `merchant_key` is a hash of the name, computed the same
 -- way in fct_transactions. A merchant's `primary_category` is the category most of its
 -- transactions carry (ties: alphabetical), since nothing upstream says what a merchant sells.
+-- Counted over the landed rows of both sources (a transaction present in both counts twice):
+-- cheaper than the de-duplicated union, and a merchant's category does not hinge on it.
 
 with per_merchant_and_category as (
     select merchant, category, count(*) as transactions, min(event_time) as first_seen_at,
            max(event_time) as last_seen_at
-    from {{ ref('stg_transactions_unified') }}
+    from (
+        select merchant, category, event_time from {{ ref('stg_transactions_stream') }}
+        union all
+        select merchant, category, event_time from {{ ref('stg_transactions_batch') }}
+    ) as landed
     group by merchant, category
 ),
 

@@ -4,8 +4,12 @@
 --
 -- The files carry settled transactions only, so every row counts as `approved`; they say nothing
 -- about the payment method (null here, 'unknown' once unified) and are never scored for
--- anomalies (the rule of DESIGN §4 is stream only). A tx_id listed in two files (a file re-issued
--- under another name) is kept once: the most recently loaded line wins.
+-- anomalies (the rule of DESIGN §4 is stream only).
+--
+-- No de-duplication here: the loader is idempotent per file, so a tx_id twice means two files
+-- carry the same transaction, which is a data problem to look at, not to hide. The unique tests
+-- on stg_transactions_unified and fct_transactions fail loudly when it happens. (A per-row
+-- "newest wins" anti-join cost a third of the fact build on a million rows.)
 
 select
     b.tx_id,
@@ -22,10 +26,3 @@ select
     b.source_line,
     b.loaded_at as _loaded_at
 from {{ source('raw', 'transactions_batch_raw') }} as b
-where not exists (
-    select 1
-    from {{ source('raw', 'transactions_batch_raw') }} as newer
-    where newer.tx_id = b.tx_id
-      and (newer.loaded_at, newer.source_file, newer.source_line)
-        > (b.loaded_at, b.source_file, b.source_line)
-)
