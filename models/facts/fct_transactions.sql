@@ -54,13 +54,28 @@ unknown_members_now_known as (
 ),
 {% endif %}
 
+-- Candidates as a union of joins rather than one scan with `IN (…) OR IN (…)`: PostgreSQL turns
+-- an IN under OR into a subplan it runs once per row as soon as the list outgrows work_mem
+-- (a month of restated users is enough).
 transactions as (
     select t.*
     from {{ ref('stg_transactions_unified') }} as t
     {% if is_incremental() %}
     where t._loaded_at > (select since from watermark)
-       or t.user_id in (select user_id from users_changed_since_last_run)
-       or t.tx_id in (select tx_id from unknown_members_now_known)
+
+    union
+
+    select t.*
+    from {{ ref('stg_transactions_unified') }} as t
+    join users_changed_since_last_run as c
+        on c.user_id = t.user_id
+
+    union
+
+    select t.*
+    from {{ ref('stg_transactions_unified') }} as t
+    join unknown_members_now_known as u
+        on u.tx_id = t.tx_id
     {% endif %}
 ),
 

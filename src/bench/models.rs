@@ -27,7 +27,7 @@ use crate::domain::transaction::validate;
 use crate::generate::files::write_month;
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
-use crate::models::{BuildOptions, ModelError, build};
+use crate::models::{BuildOptions, ModelError, RunSummary, build};
 
 /// Threshold of the anomaly rule (DESIGN §4).
 pub const ANOMALY_Z: f64 = 3.0;
@@ -269,6 +269,45 @@ pub struct ModelsBenchReport {
     pub full: Duration,
     pub incremental: Duration,
     pub fct_rows: i64,
+    /// Per build: (time in data tests summed, the slowest nodes with their durations).
+    pub full_breakdown: Breakdown,
+    pub incremental_breakdown: Breakdown,
+}
+
+/// Where a build's time went: data tests in total, and the slowest nodes.
+#[derive(Debug, Clone, Default)]
+pub struct Breakdown {
+    pub tests: Duration,
+    pub slowest: Vec<(String, Duration)>,
+}
+
+impl Breakdown {
+    fn of(summary: &RunSummary) -> Self {
+        let tests = summary
+            .results
+            .iter()
+            .filter(|r| r.materialization.is_none())
+            .map(|r| r.duration)
+            .sum();
+        let mut slowest: Vec<(String, Duration)> = summary
+            .results
+            .iter()
+            .map(|r| (r.name.clone(), r.duration))
+            .collect();
+        slowest.sort_by(|a, b| b.1.cmp(&a.1));
+        slowest.truncate(6);
+        Self { tests, slowest }
+    }
+}
+
+impl std::fmt::Display for Breakdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data tests {:.2} s; slowest:", self.tests.as_secs_f64())?;
+        for (name, duration) in &self.slowest {
+            write!(f, " {name} {:.2} s,", duration.as_secs_f64())?;
+        }
+        Ok(())
+    }
 }
 
 impl ModelsBenchReport {
@@ -295,12 +334,14 @@ impl std::fmt::Display for ModelsBenchReport {
             self.fct_rows
         )?;
         writeln!(f, "full build:        {:.2} s", self.full.as_secs_f64())?;
+        writeln!(f, "  {}", self.full_breakdown)?;
         writeln!(
             f,
             "incremental build: {:.2} s after {} new stream rows",
             self.incremental.as_secs_f64(),
             o.new_rows
         )?;
+        writeln!(f, "  {}", self.incremental_breakdown)?;
         write!(
             f,
             "incremental / full = {:.1} % (target ≤ 10 %)",
@@ -421,6 +462,7 @@ async fn measure(
     if !summary.success() {
         return Err(ModelsBenchError::BuildFailed { which: "full" });
     }
+    let full_breakdown = Breakdown::of(&summary);
     info!(seconds = full.as_secs_f64(), "full build");
 
     // New rows arrive now, after the full build.
@@ -446,6 +488,7 @@ async fn measure(
             which: "incremental",
         });
     }
+    let incremental_breakdown = Breakdown::of(&summary);
     info!(seconds = incremental.as_secs_f64(), "incremental build");
     let fct_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.fct_transactions")
         .fetch_one(&pool)
@@ -458,6 +501,8 @@ async fn measure(
         full,
         incremental,
         fct_rows,
+        full_breakdown,
+        incremental_breakdown,
     })
 }
 
