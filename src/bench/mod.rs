@@ -2,6 +2,7 @@
 //! per benchmark.
 
 pub mod broker;
+pub mod models;
 pub mod produce;
 
 use std::path::PathBuf;

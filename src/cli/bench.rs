@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
 use crate::bench::broker::default_tansu_binary;
+use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::shutdown;
@@ -27,6 +28,40 @@ pub enum Bench {
     /// Plan time of `etl build-models` (discovery, rendering, DAG, selection; no database) for a
     /// generated project of N models; the median of several runs (target ≤ 200 ms for 100).
     Plan(PlanArgs),
+    /// A full `build-models` over generated stream and batch transactions, then an incremental
+    /// build after new stream rows, in a scratch database that is dropped afterwards.
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    /// Stream transactions copied into transactions_sink before the full build
+    #[arg(long, default_value_t = 1_000_000)]
+    pub stream: u64,
+    /// Batch transactions, spread over --months monthly files
+    #[arg(long, default_value_t = 1_000_000)]
+    pub batch: u64,
+    /// User rows over all monthly files (restatements included)
+    #[arg(long, default_value_t = 300_000)]
+    pub users: u64,
+    /// Monthly files to generate, from 2025-01
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=24))]
+    pub months: u32,
+    /// New stream rows before the incremental build
+    #[arg(long, default_value_t = 10_000)]
+    pub new_rows: u64,
+    /// Seed of the generated files and stream
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Models to build
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Models built in parallel
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Folder for the generated files; its CSV files are replaced
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("etl-bench-models"))]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +138,7 @@ impl Bench {
             Bench::Batch(args) => args.run(global).await,
             Bench::Produce(args) => args.run(global).await,
             Bench::Plan(args) => args.run(),
+            Bench::Models(args) => args.run(global).await,
         }
     }
 }
@@ -181,6 +217,32 @@ impl PlanArgs {
             dir: self.dir,
             ..Default::default()
         })?;
+        println!("{report}");
+        Ok(())
+    }
+}
+
+impl ModelsArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        let options = ModelsBenchOptions {
+            database_url: global.database_url.clone(),
+            models_dir: self.models_dir,
+            stream: self.stream,
+            batch: self.batch,
+            users: self.users,
+            months: self.months,
+            new_rows: self.new_rows,
+            seed: self.seed,
+            dir: self.dir,
+            threads: self.threads,
+        };
+        let profile = if cfg!(debug_assertions) {
+            "dev (unoptimized)"
+        } else {
+            "release"
+        };
+        println!("build profile: {profile}");
+        let report = models::run(&options, progress_bar()).await?;
         println!("{report}");
         Ok(())
     }

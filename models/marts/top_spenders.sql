@@ -1,0 +1,64 @@
+{{ config(materialized='table', tags=['marts']) }}
+
+-- Every known user (current dim_users version; not the unknown member) ranked by approved spend
+-- in USD, net of refunds, over all time and over the last 30 days of data.
+--
+-- * "Last 30 days" is (latest − 30 days, latest], where latest is the latest event time of any
+--   transaction in fct_transactions (any source, any status), so results depend on the data, not
+--   on when the model runs.
+-- * Ranks use rank(): equal spend, equal rank, and the next rank skips. Users without approved
+--   transactions spend 0 and share the last rank; net-refund users rank below them.
+-- * Spend counts all of a user's transactions whatever version they resolved to; transactions
+--   of users not yet in any file are not here until the user arrives.
+
+with latest as (
+    select max(event_time) as latest_event_time
+    from {{ ref('fct_transactions') }}
+),
+
+spend as (
+    select
+        f.user_id,
+        count(*) as approved_count,
+        sum(f.amount_usd) as total_spend_usd,
+        count(*) filter (where f.event_time > l.latest_event_time - interval '30 days')
+            as approved_count_last_30d,
+        coalesce(
+            sum(f.amount_usd) filter (where f.event_time > l.latest_event_time - interval '30 days'),
+            0
+        ) as spend_last_30d_usd
+    from {{ ref('fct_transactions') }} as f
+    cross join latest as l
+    where f.status = 'approved'
+    group by f.user_id
+),
+
+current_users as (
+    select user_id, user_key, first_name, last_name, customer_tier
+    from {{ ref('dim_users') }}
+    where is_current and user_key <> -1
+),
+
+per_user as (
+    select
+        u.user_id,
+        u.user_key,
+        u.first_name,
+        u.last_name,
+        u.first_name || ' ' || u.last_name as full_name,
+        u.customer_tier,
+        coalesce(s.approved_count, 0) as approved_count,
+        coalesce(s.total_spend_usd, 0) as total_spend_usd,
+        coalesce(s.approved_count_last_30d, 0) as approved_count_last_30d,
+        coalesce(s.spend_last_30d_usd, 0) as spend_last_30d_usd
+    from current_users as u
+    left join spend as s
+        on s.user_id = u.user_id
+)
+
+select
+    *,
+    rank() over (order by total_spend_usd desc) as spend_rank,
+    rank() over (order by spend_last_30d_usd desc) as spend_rank_last_30d,
+    (select latest_event_time from latest) as latest_event_time
+from per_user
