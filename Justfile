@@ -38,8 +38,25 @@ demo: up
     {{with_services}} {{etl}} load-batch --dir data/incoming
     {{with_services}} {{etl}} produce --users-dir data/incoming --count 20000 --backfill-days 30 \
         --invalid-ratio 0.01 --orphan-ratio 0.02 --seed 42
-    {{with_services}} {{etl}} topics list
-    {{with_services}} {{etl}} topics tail transactions --max 3
+    {{with_services}} {{etl}} kafka-to-postgres --until-caught-up
+    {{with_services}} {{etl}} build-models
+    {{with_services}} {{etl}} topics lag
+    {{with_services}} {{etl}} topics tail anomalies --max 3
+
+# A live stream: the producer at a steady rate in the background, the sink in the foreground with
+# metrics on 127.0.0.1:9187 (Ctrl-C stops both). Generates a month of users first if there are none.
+stream rate="200":
+    {{with_services}} ls data/incoming/user_registrations_*.csv >/dev/null 2>&1 || \
+        {{etl}} generate-monthly --year 2025 --month 6 --users 2000 --transactions 10000 \
+            --out-dir data/incoming --seed 42
+    {{with_services}} {{etl}} produce --users-dir data/incoming --rate {{rate}} \
+        --invalid-ratio 0.01 --orphan-ratio 0.02 & producer=$!; \
+        trap 'kill $producer 2>/dev/null; wait $producer 2>/dev/null' EXIT; \
+        {{etl}} kafka-to-postgres --metrics-addr 127.0.0.1:9187
+
+# Build the SQL models once (`just models --full-refresh`, `just models --select +top_spenders` …)
+models *args:
+    {{with_services}} {{etl}} build-models {{args}}
 
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up

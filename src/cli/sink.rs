@@ -20,10 +20,10 @@ pub struct Args {
     #[arg(long, env = "KAFKA_GROUP", default_value = "etl-sink")]
     pub group: String,
     /// Dead-letter topic for messages that are not valid transactions
-    #[arg(long, env = "SINK_DLQ_TOPIC", default_value = "transactions_error")]
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "transactions_error")]
     pub dlq_topic: String,
     /// Topic the anomaly relay publishes to
-    #[arg(long, env = "SINK_ANOMALIES_TOPIC", default_value = "anomalies")]
+    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
     /// Most messages per database transaction (a backed-up topic fills batches to this size)
     #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -220,13 +220,20 @@ pub async fn run(
 /// How long closing the consumer (leaving the group) may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Closes the consumer off the async threads: librdkafka's close blocks until the group
-/// coordinator answers, and a broker that does not answer must not hang the caller (nor a stop
-/// that has 10 s). Past the timeout the close goes on in the background; the data is safe either
-/// way, since offsets live in the database.
+/// Closes the consumer on a thread of its own: librdkafka's close blocks until the group
+/// coordinator answers (tansu may hold a pending JoinGroup for minutes), and that must neither
+/// hang the caller (a stop has 10 s) nor the runtime's shutdown, which waits for every blocking
+/// task. Past the timeout the close goes on in the background; the data is safe either way,
+/// since offsets live in the database.
 async fn close(consumer: Arc<SinkConsumer>) {
-    let closing = tokio::task::spawn_blocking(move || drop(consumer));
-    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sink-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed_tx.send(());
+        });
+    if spawned.is_err() || tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
         warn!(timeout = ?CLOSE_TIMEOUT, "the broker did not confirm that the sink left the group; going on");
     }
 }
