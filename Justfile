@@ -87,3 +87,19 @@ bench-batch users="1000000" transactions="1000000":
     {{with_services}} /usr/bin/time -v "${CARGO_TARGET_DIR:-target}/release/etl" bench batch \
         --users {{users}} --transactions {{transactions}} --rounds 3 2>&1 \
         | grep -vE '^\s+(Average|Exit|Swaps|File sys|Socket|Signals|Page size|Minor|Major|Voluntary|Involuntary)'
+
+# Sink benchmark (not a test): `etl bench sink` pre-fills a memory:// tansu it starts itself with
+# N messages, then times kafka-to-postgres draining them against a raw COPY of the same rows, in a
+# scratch database; table on stdout, figures in bench-results/sink.{json,md}. Release build.
+bench-sink count="1000000" rounds="3":
+    cargo build --release --bin etl
+    {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench sink \
+        --count {{count}} --rounds {{rounds}}
+
+# End-to-end benchmark (not a test): `etl bench e2e` runs kafka-to-postgres (default settings) while
+# a producer sends at a fixed rate, and reports exact produced_at-to-commit percentiles; figures in
+# bench-results/e2e.{json,md}. Release build.
+bench-e2e rate="10000" duration="60s":
+    cargo build --release --bin etl
+    {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e \
+        --rate {{rate}} --duration {{duration}}

@@ -76,6 +76,11 @@ impl BenchBroker {
         Ok(broker)
     }
 
+    /// CPU time the broker used so far (Linux only).
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        super::cpu_time_of(&self.child.id().to_string())
+    }
+
     pub fn settings(&self) -> KafkaSettings {
         KafkaSettings::new(&self.address)
     }

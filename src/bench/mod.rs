@@ -1,14 +1,21 @@
-//! The benchmark harness behind `etl bench`: reusable pieces (a throwaway broker) and one module
-//! per benchmark.
+//! The benchmark harness behind `etl bench`: reusable pieces (a throwaway broker, a scratch
+//! database, exact percentiles) and one module per benchmark.
 
 pub mod broker;
+pub mod e2e;
 pub mod models;
 pub mod produce;
+pub mod scratch;
+pub mod sink;
+pub mod stats;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::db::DbError;
 use crate::kafka::KafkaError;
 use crate::kafka::producer::ProduceError;
+use crate::kafka::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -46,4 +53,71 @@ pub enum BenchError {
         failed: u64,
         first_error: String,
     },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("benchmark database step failed while {context}: {source}")]
+    Sql {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the sink failed during the benchmark: {0}")]
+    Sink(#[from] SinkError),
+    #[error("{0}; the figures would be meaningless")]
+    Void(String),
+}
+
+impl BenchError {
+    fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Sql { context, source }
+    }
+}
+
+/// `release` or `debug`: figures from a debug build say little.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// Logical CPUs this process may use.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The 1-minute load average on Linux; `None` elsewhere.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// CPU time of this whole process so far (Linux: utime + stime of /proc/self/stat, in ticks
+/// of 10 ms).
+pub(crate) fn process_cpu_time() -> Option<Duration> {
+    cpu_time_of("self")
+}
+
+/// CPU time of process `pid` so far (Linux only; `None` when it is gone or not readable).
+pub(crate) fn cpu_time_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used between two readings, when both were taken.
+pub(crate) fn cpu_between(start: Option<Duration>, end: Option<Duration>) -> Option<Duration> {
+    Some(end?.saturating_sub(start?))
+}
+
+/// A load average for a report line.
+pub(crate) fn show_load(load: Option<f64>) -> String {
+    load.map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}"))
 }

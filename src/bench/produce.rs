@@ -16,8 +16,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::BenchError;
 use super::broker::{BenchBroker, default_tansu_binary};
+use super::{BenchError, load_average, process_cpu_time};
 use crate::domain::transaction::validate;
 use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
@@ -535,26 +535,6 @@ fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(nanos))
 }
 
-/// CPU time of this whole process so far (Linux: utime + stime of /proc/self/stat, in ticks
-/// of 10 ms).
-fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name, which may itself contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 fn cpu_since(start: Option<Duration>) -> Option<Duration> {
     Some(thread_cpu_time()?.saturating_sub(start?))
-}
-
-/// The 1-minute load average on Linux; `None` elsewhere.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

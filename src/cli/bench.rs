@@ -8,8 +8,10 @@ use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
 use crate::bench::broker::default_tansu_binary;
+use crate::bench::e2e::{self, E2eBenchOptions};
 use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
+use crate::bench::sink::{self, SinkBenchOptions};
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::shutdown;
 
@@ -31,6 +33,14 @@ pub enum Bench {
     /// A full `build-models` over generated stream and batch transactions, then an incremental
     /// build after new stream rows, in a scratch database that is dropped afterwards.
     Models(ModelsArgs),
+    /// Rows/s of `etl kafka-to-postgres` draining a pre-filled topic on a memory:// tansu broker
+    /// it starts itself, next to a raw COPY of the same rows, in a scratch database that is
+    /// dropped afterwards.
+    Sink(SinkArgs),
+    /// Latency from produced_at to commit while `etl kafka-to-postgres` (default settings)
+    /// follows a stream sent at a fixed rate, on a memory:// tansu broker it starts itself and a
+    /// scratch database that is dropped afterwards.
+    E2e(E2eArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +142,93 @@ pub struct ProduceArgs {
     pub json: PathBuf,
 }
 
+/// What the stream benchmarks share: traffic, broker, sink pool and report file.
+#[derive(Debug, clap::Args)]
+pub struct StreamBenchArgs {
+    /// Partitions of the benchmark topic
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Distinct users (message keys), all of them in users_raw
+    #[arg(long, env = "BENCH_USERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+    /// Seed of the generated traffic
+    #[arg(long, env = "BENCH_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Share of invalid messages (dead-lettered by the sink), 0.0–1.0
+    #[arg(long, env = "BENCH_INVALID_RATIO", default_value_t = 0.01)]
+    pub invalid_ratio: f64,
+    /// Share of messages whose user is in no user file (late-arriving), 0.0–1.0
+    #[arg(long, env = "BENCH_ORPHAN_RATIO", default_value_t = 0.02)]
+    pub orphan_ratio: f64,
+    /// The sink's batch size (as --batch-size of kafka-to-postgres)
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// The sink's batch wait (as --batch-wait of kafka-to-postgres), e.g. 20ms
+    #[arg(long, env = "SINK_BATCH_WAIT", default_value = "20ms",
+          value_parser = super::produce::parse_duration)]
+    pub batch_wait: std::time::Duration,
+    /// Database connections of the sink
+    #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
+    pub db_connections: u32,
+    /// The tansu binary (built with the dynostore feature for memory:// storage)
+    #[arg(long, env = "TANSU_BIN")]
+    pub tansu: Option<PathBuf>,
+}
+
+impl StreamBenchArgs {
+    fn sink_options(&self) -> crate::kafka::sink::SinkOptions {
+        crate::kafka::sink::SinkOptions {
+            batch_size: self.batch_size as usize,
+            batch_wait: self.batch_wait,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SinkArgs {
+    /// Messages pre-filled into the topic
+    #[arg(long, env = "BENCH_SINK_COUNT", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Rounds of (raw COPY, drain), alternating which goes first; medians are reported
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub stream: StreamBenchArgs,
+    /// Where to write the figures as JSON (and Markdown beside it, .md)
+    #[arg(
+        long,
+        env = "BENCH_SINK_JSON",
+        default_value = "bench-results/sink.json"
+    )]
+    pub json: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct E2eArgs {
+    /// Messages per second
+    #[arg(long, env = "BENCH_E2E_RATE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// How long to send, e.g. 60s
+    #[arg(long, env = "BENCH_E2E_DURATION", default_value = "60s",
+          value_parser = super::produce::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Also read the topic with a plain consumer and report how much of the latency is Kafka's
+    #[arg(long, env = "BENCH_E2E_TRANSPORT_PROBE")]
+    pub transport_probe: bool,
+    #[command(flatten)]
+    pub stream: StreamBenchArgs,
+    /// Where to write the figures as JSON (and Markdown beside it, .md)
+    #[arg(long, env = "BENCH_E2E_JSON", default_value = "bench-results/e2e.json")]
+    pub json: PathBuf,
+}
+
 impl Bench {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         match self {
@@ -139,8 +236,38 @@ impl Bench {
             Bench::Produce(args) => args.run(global).await,
             Bench::Plan(args) => args.run(),
             Bench::Models(args) => args.run(global).await,
+            Bench::Sink(args) => args.run(global).await,
+            Bench::E2e(args) => args.run(global).await,
         }
     }
+}
+
+fn warn_if_debug(command: &str) {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this is a debug build; `cargo run --release -- bench {command}` measures what ships"
+        );
+    }
+}
+
+/// Writes `json` to `path` and, when given, `markdown` beside it (`.md`).
+fn write_figures(
+    path: &std::path::Path,
+    json: &impl serde::Serialize,
+    markdown: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(json)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!("figures written to {}", path.display());
+    if let Some(markdown) = markdown {
+        let md = path.with_extension("md");
+        std::fs::write(&md, markdown).with_context(|| format!("writing {}", md.display()))?;
+        println!("table written to {}", md.display());
+    }
+    Ok(())
 }
 
 impl BatchArgs {
@@ -173,11 +300,7 @@ impl BatchArgs {
 
 impl ProduceArgs {
     async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        if cfg!(debug_assertions) {
-            eprintln!(
-                "note: this is a debug build; `cargo run --release -- bench produce` measures what ships"
-            );
-        }
+        warn_if_debug("produce");
         let options = ProduceBenchOptions {
             count: self.count,
             partitions: self.partitions,
@@ -192,14 +315,61 @@ impl ProduceArgs {
         };
         let report = produce::run(&options, shutdown::on_signal()).await?;
         println!("{}", report.table());
-        if let Some(dir) = self.json.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(&self.json, json + "\n")
-            .with_context(|| format!("writing {}", self.json.display()))?;
-        println!("figures written to {}", self.json.display());
-        Ok(())
+        write_figures(&self.json, &report, None)
+    }
+}
+
+impl SinkArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        warn_if_debug("sink");
+        let stream = &self.stream;
+        let options = SinkBenchOptions {
+            database_url: global.database_url.clone(),
+            count: self.count,
+            rounds: self.rounds,
+            partitions: stream.partitions,
+            users: stream.users,
+            seed: stream.seed,
+            invalid_ratio: stream.invalid_ratio,
+            orphan_ratio: stream.orphan_ratio,
+            tansu: stream.tansu.clone().unwrap_or_else(default_tansu_binary),
+            // -X applies here too; the broker address is the benchmark's own.
+            overrides: global.kafka().overrides,
+            sink: stream.sink_options(),
+            db_connections: stream.db_connections,
+            ..SinkBenchOptions::default()
+        };
+        let report = sink::run(&options, shutdown::on_signal()).await?;
+        let table = report.table();
+        println!("{table}");
+        write_figures(&self.json, &report, Some(&table))
+    }
+}
+
+impl E2eArgs {
+    async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        warn_if_debug("e2e");
+        let stream = &self.stream;
+        let options = E2eBenchOptions {
+            database_url: global.database_url.clone(),
+            rate: self.rate,
+            duration: self.duration,
+            partitions: stream.partitions,
+            users: stream.users,
+            seed: stream.seed,
+            invalid_ratio: stream.invalid_ratio,
+            orphan_ratio: stream.orphan_ratio,
+            tansu: stream.tansu.clone().unwrap_or_else(default_tansu_binary),
+            overrides: global.kafka().overrides,
+            sink: stream.sink_options(),
+            db_connections: stream.db_connections,
+            transport_probe: self.transport_probe,
+            ..E2eBenchOptions::default()
+        };
+        let report = e2e::run(&options, shutdown::on_signal()).await?;
+        let table = report.table();
+        println!("{table}");
+        write_figures(&self.json, &report, Some(&table))
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! One [`Metrics`] per process: the sink and the relay count into it, `/metrics` renders it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +36,46 @@ pub struct SinkMetrics {
     pub end_to_end_latency: Histogram,
     pub lag: Family<PartitionLabel, Gauge>,
     pub retries: Counter,
+    /// Exact figures of every committed batch, for benchmarks and tests; `None` (the default)
+    /// in production, where the histograms suffice.
+    pub commit_log: Option<CommitLog>,
+}
+
+/// One committed batch, exactly: what the histograms only bucket.
+#[derive(Debug, Clone)]
+pub struct CommitRecord {
+    /// Just after the database commit returned.
+    pub committed_at: chrono::DateTime<chrono::Utc>,
+    /// Messages in the batch, whatever became of them.
+    pub messages: usize,
+    pub inserted: usize,
+    /// From the start of the batch's write to its commit.
+    pub write_seconds: f64,
+    /// `produced_at` header to commit of each inserted row that had the header, in µs.
+    pub latencies_us: Vec<i64>,
+}
+
+/// Every [`CommitRecord`] of a sink, in commit order, shared with whoever reads them.
+#[derive(Clone, Default)]
+pub struct CommitLog(Arc<Mutex<Vec<CommitRecord>>>);
+
+impl CommitLog {
+    pub fn push(&self, record: CommitRecord) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+
+    /// Runs `f` on the records so far, without copying them.
+    pub fn with<T>(&self, f: impl FnOnce(&[CommitRecord]) -> T) -> T {
+        f(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The records so far; the log is empty afterwards.
+    pub fn take(&self) -> Vec<CommitRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl SinkMetrics {
@@ -75,6 +115,7 @@ impl Metrics {
             end_to_end_latency: Histogram::new(exponential_buckets(0.001, 1.5, 25)),
             lag: Family::default(),
             retries: Counter::default(),
+            commit_log: None,
         };
         let mut registry = Registry::with_prefix("etl_sink");
         registry.register_with_unit(
@@ -181,5 +222,21 @@ mod tests {
             text.contains("etl_sink_end_to_end_latency_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_commit_log_is_shared_and_drained_by_take() {
+        let log = CommitLog::default();
+        let writer = log.clone();
+        writer.push(CommitRecord {
+            committed_at: chrono::Utc::now(),
+            messages: 3,
+            inserted: 2,
+            write_seconds: 0.01,
+            latencies_us: vec![1_500, 2_500],
+        });
+        assert_eq!(log.with(|r| r.iter().map(|r| r.messages).sum::<usize>()), 3);
+        assert_eq!(log.take().len(), 1);
+        assert!(log.with(<[CommitRecord]>::is_empty));
     }
 }

@@ -2,6 +2,7 @@
 //! Start them with `just up`; every test makes its own database and topics and drops them.
 
 mod batch;
+mod bench;
 mod compose_file;
 mod helpers;
 mod kafka_roundtrip;

@@ -18,7 +18,7 @@ use crate::batch::load::copy_in;
 use crate::db::sink::{self as queries, RejectRow, SINK_COPY, SinkRow};
 use crate::domain::anomaly::{RunningStats, Score};
 use crate::domain::transaction::Transaction;
-use crate::telemetry::metrics::SinkMetrics;
+use crate::telemetry::metrics::{CommitRecord, SinkMetrics};
 
 /// `error.kind` of a row that passed the validator but that the database refused.
 pub const DB_REJECTED: &str = "db_rejected";
@@ -354,13 +354,26 @@ impl Writer {
         for (_, kind, _) in rejects {
             m.reject(kind);
         }
+        let mut latencies_us = Vec::new();
         for (_, produced_at) in &scored.rows {
             if let Some(at) = produced_at {
                 let latency = (committed - *at).num_microseconds().unwrap_or(0).max(0);
                 m.end_to_end_latency.observe(latency as f64 / 1e6);
+                if m.commit_log.is_some() {
+                    latencies_us.push(latency);
+                }
             }
         }
         m.batch_duration.observe(started.elapsed().as_secs_f64());
+        if let Some(log) = &m.commit_log {
+            log.push(CommitRecord {
+                committed_at: committed,
+                messages: written.messages,
+                inserted: written.inserted,
+                write_seconds: started.elapsed().as_secs_f64(),
+                latencies_us,
+            });
+        }
         debug!(
             messages = written.messages,
             inserted = written.inserted,

@@ -1,0 +1,671 @@
+//! `etl bench e2e`: latency from `produced_at` to commit with the sink keeping up with a steady
+//! stream (issue 5: 10,000 msg/s for 60 s, p99 ≤ 50 ms, aim 25 ms).
+//!
+//! A `memory://` tansu and a scratch database of the benchmark's own (the generator's users in
+//! `users_raw`); the sink runs with its default settings. A short warm-up stream is written
+//! first, so that the group join is not counted; then `etl produce`'s sending loop (the
+//! producer's defaults, token bucket at `--rate`) sends generated traffic for `--duration`,
+//! and the benchmark waits until the sink committed all of it.
+//!
+//! Latencies are exact, not a histogram's buckets: the sink's commit log
+//! ([`crate::telemetry::metrics::CommitLog`]) records, per batch, the time the commit returned
+//! minus each inserted row's `produced_at` header, which the producer in this very process
+//! stamped just before handing the message to librdkafka. (`ingested_at` in the table would not
+//! do: it is the transaction's start, before the commit.) Producer linger, broker, fetch,
+//! batching, the database transaction and the dead letters' acknowledgement are all inside.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::broker::{BenchBroker, default_tansu_binary};
+use super::scratch::{
+    CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users, traffic, wait_for,
+};
+use super::stats::Distribution;
+use super::{BenchError, build_profile, cpus, load_average, process_cpu_time, show_load};
+use crate::db;
+use crate::generate::stream::StreamGenerator;
+use crate::kafka::producer::{
+    PRODUCED_AT_HEADER, ProduceOptions, ProduceSummary, produce_blocking,
+};
+use crate::kafka::sink::{self, SinkOptions, SinkSummary};
+use crate::kafka::{KafkaError, KafkaSettings};
+use crate::telemetry::metrics::{CommitLog, CommitRecord, Metrics};
+
+/// Issue 5's target and aim for the 99th percentile.
+pub const TARGET_P99_MS: f64 = 50.0;
+pub const AIM_P99_MS: f64 = 25.0;
+
+#[derive(Debug, Clone)]
+pub struct E2eBenchOptions {
+    /// The server to use: a scratch database is created on it and dropped afterwards.
+    pub database_url: String,
+    /// Messages per second.
+    pub rate: u32,
+    pub duration: Duration,
+    pub partitions: i32,
+    pub users: u32,
+    pub seed: u64,
+    pub invalid_ratio: f64,
+    pub orphan_ratio: f64,
+    pub tansu: PathBuf,
+    /// `-X` settings for every Kafka client of the benchmark, the sink's included.
+    pub overrides: Vec<(String, String)>,
+    /// The sink's settings; the group is the benchmark's own.
+    pub sink: SinkOptions,
+    /// Connections of the sink's pool (`etl kafka-to-postgres` uses 4).
+    pub db_connections: u32,
+    /// Messages sent and committed before the measured stream.
+    pub warmup_messages: u64,
+    /// Also read the topic with a plain consumer (the sink's fetch settings, no database) and
+    /// report produced_at → received: the share of the latency that is Kafka's.
+    pub transport_probe: bool,
+}
+
+impl Default for E2eBenchOptions {
+    fn default() -> Self {
+        Self {
+            database_url: db::DEFAULT_DATABASE_URL.to_string(),
+            rate: 10_000,
+            duration: Duration::from_secs(60),
+            partitions: 3,
+            users: 10_000,
+            seed: 1,
+            invalid_ratio: 0.01,
+            orphan_ratio: 0.02,
+            tansu: default_tansu_binary(),
+            overrides: Vec::new(),
+            sink: SinkOptions::default(),
+            db_connections: 4,
+            warmup_messages: 500,
+            transport_probe: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eBenchReport {
+    pub benchmark: &'static str,
+    pub started_at: String,
+    pub build_profile: &'static str,
+    pub cpus: usize,
+    pub load_average_at_start: Option<f64>,
+    pub load_average_at_end: Option<f64>,
+    pub requested_rate: u32,
+    pub duration_seconds: f64,
+    pub sent: u64,
+    /// Messages enqueued per second of sending: what the token bucket held.
+    pub achieved_rate: f64,
+    pub inserted: u64,
+    pub rejected: u64,
+    /// From the producer's last send to the sink's last commit.
+    pub settle_seconds: f64,
+    /// produced_at → commit of every inserted row, in milliseconds.
+    pub latency_ms: Option<Distribution>,
+    /// Rows that took longer than the target.
+    pub rows_over_target: usize,
+    pub batches: usize,
+    pub batches_per_second: f64,
+    pub batch_messages: Option<Distribution>,
+    pub batch_write_ms: Option<Distribution>,
+    /// Σ batch write time ÷ time from the first to the last commit.
+    pub writer_busy_share: f64,
+    /// CPU time of the etl process (producer and sink) while sending and settling.
+    pub process_cpu_seconds: Option<f64>,
+    /// CPU time of the broker and of the scratch database's server processes, same window.
+    pub broker_cpu_seconds: Option<f64>,
+    pub postgres_cpu_seconds: Option<f64>,
+    /// With `transport_probe`: produced_at → received by a plain consumer, in milliseconds.
+    pub transport_latency_ms: Option<Distribution>,
+    pub partitions: i32,
+    pub users: u32,
+    pub invalid_ratio: f64,
+    pub orphan_ratio: f64,
+    pub batch_size: usize,
+    pub batch_wait_ms: f64,
+    /// The producer's `linger.ms`: how long a message may wait to fill a batch before it is sent.
+    pub producer_linger_ms: Option<String>,
+    pub target_p99_ms: f64,
+    pub aim_p99_ms: f64,
+    pub meets_target: bool,
+}
+
+impl E2eBenchReport {
+    /// The figures as Markdown with a few lines of context.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "## etl bench e2e: {} msg/s for {:.0} s, {} build\n\n",
+            self.requested_rate, self.duration_seconds, self.build_profile
+        );
+        out.push_str("| produced_at → commit | p50 | p95 | p99 | p99.9 | max | mean |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        match &self.latency_ms {
+            Some(d) => out.push_str(&format!(
+                "| ms ({} rows) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                d.count, d.p50, d.p95, d.p99, d.p999, d.max, d.mean
+            )),
+            None => out.push_str("| ms (no rows) | - | - | - | - | - | - |\n"),
+        }
+        if let Some(d) = &self.transport_latency_ms {
+            out.push_str(&format!(
+                "| of which Kafka: produced_at → received by a plain consumer, ms ({} messages) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                d.count, d.p50, d.p95, d.p99, d.p999, d.max, d.mean
+            ));
+        }
+        out.push('\n');
+        let p99 = self.latency_ms.as_ref().map_or(f64::NAN, |d| d.p99);
+        out.push_str(&format!(
+            "p99 {p99:.1} ms, target ≤ {:.0} ms: {} (aim ≤ {:.0} ms: {}); {} rows over {:.0} ms.\n\n",
+            self.target_p99_ms,
+            if self.meets_target { "met" } else { "NOT met" },
+            self.aim_p99_ms,
+            if p99 <= self.aim_p99_ms { "met" } else { "not met" },
+            self.rows_over_target,
+            self.target_p99_ms,
+        ));
+        out.push_str(
+            "| batches | p50 | p95 | p99 | max | mean |\n|---|---:|---:|---:|---:|---:|\n",
+        );
+        for (name, d) in [
+            ("messages per batch", &self.batch_messages),
+            ("write ms per batch", &self.batch_write_ms),
+        ] {
+            if let Some(d) = d {
+                out.push_str(&format!(
+                    "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+                    d.p50, d.p95, d.p99, d.max, d.mean
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "\n- Sent {} messages at {:.1} msg/s (requested {}); {} rows inserted, {} rejected; \
+             {} batches ({:.1}/s), writer busy {:.0} % of the time; the last commit came {:.3} s \
+             after the last send. CPU seconds meanwhile: etl (producer and sink) {}, broker {}, \
+             PostgreSQL {}.\n\
+             - Sink: default settings (batch_size {}, batch_wait {} ms); producer linger.ms {}; \
+             {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; memory:// tansu.\n\
+             - Machine: {} CPUs, load average {} at start, {} at end. Started {}.\n",
+            self.sent,
+            self.achieved_rate,
+            self.requested_rate,
+            self.inserted,
+            self.rejected,
+            self.batches,
+            self.batches_per_second,
+            self.writer_busy_share * 100.0,
+            self.settle_seconds,
+            one_decimal(self.process_cpu_seconds),
+            one_decimal(self.broker_cpu_seconds),
+            one_decimal(self.postgres_cpu_seconds),
+            self.batch_size,
+            self.batch_wait_ms,
+            self.producer_linger_ms.as_deref().unwrap_or("?"),
+            self.partitions,
+            self.users,
+            self.invalid_ratio * 100.0,
+            self.orphan_ratio * 100.0,
+            self.cpus,
+            show_load(self.load_average_at_start),
+            show_load(self.load_average_at_end),
+            self.started_at,
+        ));
+        out
+    }
+}
+
+/// Runs the benchmark; the scratch database and the broker are gone afterwards, even on error.
+pub async fn run(
+    options: &E2eBenchOptions,
+    cancel: CancellationToken,
+) -> Result<E2eBenchReport, BenchError> {
+    let started_at = Utc::now().to_rfc3339();
+    let load_average_at_start = load_average();
+    let users = bench_users(options.users);
+    let broker = BenchBroker::start(&options.tansu).await?;
+    let settings = KafkaSettings {
+        overrides: options.overrides.clone(),
+        ..broker.settings()
+    };
+    let sink = SinkOptions {
+        group: format!("bench-e2e-{}", Uuid::new_v4().simple()),
+        until_caught_up: false,
+        metrics_addr: None,
+        ..options.sink.clone()
+    };
+    create_sink_topics(&settings, &sink, options.partitions).await?;
+    let scratch = ScratchDb::create(&options.database_url, options.db_connections.max(2)).await?;
+    let measured = async {
+        insert_users(&scratch.pool, &users).await?;
+        measure(
+            options, &settings, &sink, &scratch, &broker, &users, &cancel,
+        )
+        .await
+    }
+    .await;
+    scratch.drop_now().await;
+    drop(broker);
+    let (produced, summary, records) = measured?;
+    let (broker_cpu_seconds, postgres_cpu_seconds) = produced.others_cpu;
+
+    let latency_ms = Distribution::of(
+        records
+            .iter()
+            .flat_map(|r| r.latencies_us.iter().map(|us| *us as f64 / 1e3)),
+    );
+    let rows_over_target = records
+        .iter()
+        .flat_map(|r| &r.latencies_us)
+        .filter(|us| **us as f64 / 1e3 > TARGET_P99_MS)
+        .count();
+    let settle_seconds = records.last().map_or(0.0, |r| {
+        let sending_ended = produced.send_started + produced.summary.send_elapsed;
+        (r.committed_at - sending_ended)
+            .to_std()
+            .map_or(0.0, |d| d.as_secs_f64())
+    });
+    // From the start of the first write to the last commit.
+    let span = match (records.first(), records.last()) {
+        (Some(first), Some(last)) => {
+            (last.committed_at - first.committed_at)
+                .to_std()
+                .unwrap_or_default()
+                + Duration::from_secs_f64(first.write_seconds)
+        }
+        _ => Duration::ZERO,
+    };
+    let producer_linger_ms = KafkaSettings {
+        overrides: options.overrides.clone(),
+        ..KafkaSettings::new("-")
+    }
+    .producer_config()
+    .get("linger.ms")
+    .map(str::to_string);
+    let meets_target = latency_ms.as_ref().is_some_and(|d| d.p99 <= TARGET_P99_MS);
+    Ok(E2eBenchReport {
+        benchmark: "e2e",
+        started_at,
+        build_profile: build_profile(),
+        cpus: cpus(),
+        load_average_at_start,
+        load_average_at_end: load_average(),
+        requested_rate: options.rate,
+        duration_seconds: options.duration.as_secs_f64(),
+        sent: produced.summary.sent,
+        achieved_rate: produced.summary.send_rate(),
+        // The warm-up's rows are not in the records; it has no invalid messages.
+        inserted: records.iter().map(|r| r.inserted as u64).sum(),
+        rejected: summary.rejected,
+        settle_seconds,
+        latency_ms,
+        rows_over_target,
+        batches: records.len(),
+        batches_per_second: records.len() as f64 / span.as_secs_f64().max(1e-9),
+        batch_messages: Distribution::of(records.iter().map(|r| r.messages as f64)),
+        batch_write_ms: Distribution::of(records.iter().map(|r| r.write_seconds * 1e3)),
+        writer_busy_share: records.iter().map(|r| r.write_seconds).sum::<f64>()
+            / span.as_secs_f64().max(1e-9),
+        process_cpu_seconds: produced.cpu.map(|d| d.as_secs_f64()),
+        broker_cpu_seconds,
+        postgres_cpu_seconds,
+        transport_latency_ms: produced.transport.and_then(|latencies| {
+            Distribution::of(latencies.into_iter().map(|us| us as f64 / 1e3))
+        }),
+        partitions: options.partitions,
+        users: options.users,
+        invalid_ratio: options.invalid_ratio,
+        orphan_ratio: options.orphan_ratio,
+        batch_size: sink.batch_size,
+        batch_wait_ms: sink.batch_wait.as_secs_f64() * 1e3,
+        producer_linger_ms,
+        target_p99_ms: TARGET_P99_MS,
+        aim_p99_ms: AIM_P99_MS,
+        meets_target,
+    })
+}
+
+fn one_decimal(value: Option<f64>) -> String {
+    value.map_or_else(|| "?".into(), |v| format!("{v:.1}"))
+}
+
+/// The measured stream, and when its sending started.
+struct Produced {
+    summary: ProduceSummary,
+    send_started: chrono::DateTime<Utc>,
+    cpu: Option<Duration>,
+    /// Broker and PostgreSQL CPU seconds.
+    others_cpu: (Option<f64>, Option<f64>),
+    /// µs from produced_at to receipt by the transport probe, for the measured stream.
+    transport: Option<Vec<i64>>,
+}
+
+/// How long the sink may take to commit what was sent (the warm-up includes the group join).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts the sink, warms it up, sends the measured stream and waits until it is committed.
+/// Returns the producer's summary, the sink's and the measured stream's commit records.
+async fn measure(
+    options: &E2eBenchOptions,
+    settings: &KafkaSettings,
+    sink_options: &SinkOptions,
+    scratch: &ScratchDb,
+    broker: &BenchBroker,
+    users: &[Uuid],
+    cancel: &CancellationToken,
+) -> Result<(Produced, SinkSummary, Vec<CommitRecord>), BenchError> {
+    let probe_stop = CancellationToken::new();
+    let probe = options.transport_probe.then(|| {
+        transport_probe(
+            settings,
+            &sink_options.topic,
+            options.partitions,
+            probe_stop.clone(),
+        )
+    });
+    let log = CommitLog::default();
+    let mut metrics = Metrics::new();
+    metrics.sink.commit_log = Some(log.clone());
+    let stop = cancel.child_token();
+    let task = {
+        let (settings, url, pool) = (settings.clone(), scratch.url.clone(), scratch.pool.clone());
+        let (sink_options, stop) = (sink_options.clone(), stop.clone());
+        tokio::spawn(
+            async move { sink::run(&settings, &url, pool, &sink_options, metrics, stop).await },
+        )
+    };
+    let committed = || log.with(|r| r.iter().map(|r| r.messages as u64).sum::<u64>());
+
+    // Warm-up: valid messages of another seed (other tx_ids), committed before anything counts.
+    let warmup = options.warmup_messages.max(1);
+    let produce = ProduceOptions {
+        topic: sink_options.topic.clone(),
+        count: Some(warmup),
+        rate: Some(options.rate.clamp(1, 1_000)),
+        ..ProduceOptions::default()
+    };
+    let generator = StreamGenerator::new(users, traffic(options.seed.wrapping_add(1), 0.0, 0.0));
+    let warmed = send(settings, produce, generator, cancel)
+        .await
+        .and_then(|s| {
+            if s.has_failures() || s.sent < warmup {
+                Err(undelivered("warm-up", &s))
+            } else {
+                Ok(())
+            }
+        });
+    let warmed = match warmed {
+        Ok(()) => {
+            wait_for(
+                || committed() >= warmup || task.is_finished(),
+                Duration::from_millis(10),
+                SETTLE_TIMEOUT,
+            )
+            .await
+        }
+        Err(err) => {
+            stop.cancel();
+            let _ = task.await;
+            return Err(err);
+        }
+    };
+    if !warmed || task.is_finished() {
+        stop.cancel();
+        task.await.expect("the sink task does not panic")?;
+        return Err(BenchError::Void(format!(
+            "the sink committed {} of {warmup} warm-up messages within {SETTLE_TIMEOUT:?}",
+            committed()
+        )));
+    }
+    let warm = log.take();
+    tracing::info!(
+        batches = warm.len(),
+        "warmed up; sending the measured stream"
+    );
+
+    let produce = ProduceOptions {
+        topic: sink_options.topic.clone(),
+        rate: Some(options.rate),
+        duration: Some(options.duration),
+        ..ProduceOptions::default()
+    };
+    let generator = StreamGenerator::new(
+        users,
+        traffic(options.seed, options.invalid_ratio, options.orphan_ratio),
+    );
+    let send_started = Utc::now();
+    let cpu_at_start = process_cpu_time();
+    let others_at_start = CpuReading::now(broker, scratch).await;
+    let sent = send(settings, produce, generator, cancel).await;
+    let settled = match &sent {
+        Ok(summary) => {
+            wait_for(
+                || committed() >= summary.sent || task.is_finished(),
+                Duration::from_millis(10),
+                SETTLE_TIMEOUT,
+            )
+            .await
+        }
+        Err(_) => false,
+    };
+    let cpu = process_cpu_time()
+        .zip(cpu_at_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let others_cpu = CpuReading::now(broker, scratch)
+        .await
+        .since(&others_at_start);
+    stop.cancel();
+    probe_stop.cancel();
+    let transport = match probe {
+        Some(probe) => {
+            let received = probe.await.expect("the transport probe does not panic")?;
+            let from = send_started.timestamp_micros();
+            Some(
+                received
+                    .into_iter()
+                    .filter(|(produced_at, _)| *produced_at >= from)
+                    .map(|(_, latency)| latency)
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let sink_summary = task.await.expect("the sink task does not panic")?;
+    let summary = sent?;
+    if cancel.is_cancelled() {
+        return Err(BenchError::Void("interrupted".into()));
+    }
+    if summary.has_failures() {
+        return Err(undelivered("measured stream", &summary));
+    }
+    if !settled {
+        return Err(BenchError::Void(format!(
+            "the sink committed {} of {} messages within {SETTLE_TIMEOUT:?} of the end",
+            committed(),
+            summary.sent
+        )));
+    }
+    Ok((
+        Produced {
+            summary,
+            send_started,
+            cpu,
+            others_cpu,
+            transport,
+        },
+        sink_summary,
+        log.take(),
+    ))
+}
+
+/// The sink consumer's fetch wait (`kafka::sink::consumer`), for a probe that fetches alike.
+const SINK_FETCH_WAIT_MS: &str = "10";
+
+/// Reads every partition of `topic` from its end with a plain consumer until `stop`; returns
+/// (produced_at, receipt − produced_at) in µs for every message with the header. Assigned, not
+/// subscribed: no group join to wait for.
+fn transport_probe(
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Result<Vec<(i64, i64)>, BenchError>> {
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut config = settings.consumer_config("bench-e2e-transport-probe");
+        config.set("fetch.wait.max.ms", SINK_FETCH_WAIT_MS);
+        settings.apply_overrides(&mut config);
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(KafkaError::client("creating the transport probe"))?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(&topic, partition, Offset::End)
+                .map_err(KafkaError::client("assigning the transport probe"))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(KafkaError::client("assigning the transport probe"))?;
+        let mut received = Vec::new();
+        while !stop.is_cancelled() {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+                continue;
+            };
+            let now = Utc::now().timestamp_micros();
+            let produced_at = message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == PRODUCED_AT_HEADER)
+                    .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+            });
+            if let Some(at) = produced_at {
+                received.push((at, now - at));
+            }
+        }
+        Ok(received)
+    })
+}
+
+/// `etl produce`'s sending loop on a blocking thread.
+async fn send(
+    settings: &KafkaSettings,
+    produce: ProduceOptions,
+    generator: StreamGenerator,
+    cancel: &CancellationToken,
+) -> Result<ProduceSummary, BenchError> {
+    let (settings, cancel) = (settings.clone(), cancel.clone());
+    tokio::task::spawn_blocking(move || {
+        produce_blocking(&settings, &produce, generator, &cancel, |_| {})
+    })
+    .await
+    .expect("the producer thread does not panic")
+    .map_err(BenchError::from)
+}
+
+fn undelivered(phase: &str, summary: &ProduceSummary) -> BenchError {
+    BenchError::Undelivered {
+        phase: phase.to_string(),
+        sent: summary.sent,
+        failed: summary.failed,
+        first_error: summary
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "interrupted".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(latencies: &[f64]) -> E2eBenchReport {
+        let latency_ms = Distribution::of(latencies.iter().copied());
+        E2eBenchReport {
+            benchmark: "e2e",
+            started_at: "2026-01-01T00:00:00Z".into(),
+            build_profile: "release",
+            cpus: 2,
+            load_average_at_start: Some(1.0),
+            load_average_at_end: Some(2.0),
+            requested_rate: 10_000,
+            duration_seconds: 60.0,
+            sent: 600_000,
+            achieved_rate: 9_999.5,
+            inserted: 594_000,
+            rejected: 6_000,
+            settle_seconds: 0.012,
+            meets_target: latency_ms.as_ref().is_some_and(|d| d.p99 <= TARGET_P99_MS),
+            latency_ms,
+            rows_over_target: 0,
+            batches: 3_000,
+            batches_per_second: 50.0,
+            batch_messages: Distribution::of([150.0, 200.0, 250.0]),
+            batch_write_ms: Distribution::of([5.0, 6.0, 9.0]),
+            writer_busy_share: 0.4,
+            process_cpu_seconds: Some(30.0),
+            broker_cpu_seconds: Some(12.0),
+            postgres_cpu_seconds: None,
+            transport_latency_ms: Distribution::of([4.0, 6.0, 9.0]),
+            partitions: 3,
+            users: 10_000,
+            invalid_ratio: 0.01,
+            orphan_ratio: 0.02,
+            batch_size: 10_000,
+            batch_wait_ms: 20.0,
+            producer_linger_ms: Some("10".into()),
+            target_p99_ms: TARGET_P99_MS,
+            aim_p99_ms: AIM_P99_MS,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_exact_percentiles_and_both_verdicts() {
+        let latencies: Vec<f64> = (1..=100).map(f64::from).map(|x| x / 4.0).collect();
+        let table = report(&latencies).table();
+        // 0.25 … 25 ms: p50 = 12.625, p99 = 24.7525, max = 25.
+        assert!(
+            table.contains("| ms (100 rows) | 12.6 | 23.8 | 24.8 | 25.0 | 25.0 | 12.6 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("target ≤ 50 ms: met (aim ≤ 25 ms: met)"),
+            "{table}"
+        );
+        assert!(table.contains("| messages per batch | 200 |"), "{table}");
+        assert!(table.contains("9999.5 msg/s (requested 10000)"), "{table}");
+        assert!(table.contains("producer linger.ms 10"), "{table}");
+        assert!(
+            table.contains("etl (producer and sink) 30.0, broker 12.0, PostgreSQL ?."),
+            "{table}"
+        );
+        assert!(
+            table.contains("a plain consumer, ms (3 messages) | 6.0 | 8.7 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_slow_tail_fails_the_target() {
+        let mut latencies = vec![10.0; 95];
+        latencies.extend([80.0; 5]);
+        let report = report(&latencies);
+        assert!(!report.meets_target);
+        assert!(report.table().contains("NOT met"), "{}", report.table());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["latency_ms"]["max"], 80.0);
+    }
+
+    #[test]
+    fn no_rows_render_without_figures() {
+        let report = report(&[]);
+        assert!(!report.meets_target);
+        assert!(report.table().contains("| ms (no rows) |"));
+    }
+}

@@ -1,0 +1,216 @@
+//! What the sink benchmarks share: a scratch database (migrated, with the benchmark's users in
+//! `users_raw`, dropped afterwards), the sink's topics on the benchmark's own broker, and the
+//! generated traffic.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::BenchError;
+use crate::db;
+use crate::generate::stream::{StreamMessage, StreamOptions};
+use crate::kafka::KafkaSettings;
+use crate::kafka::admin::{self, TopicSpec};
+use crate::kafka::producer::Outgoing;
+use crate::kafka::sink::SinkOptions;
+
+/// A database of the benchmark's own on the server of `DATABASE_URL`.
+pub struct ScratchDb {
+    server_url: String,
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl ScratchDb {
+    /// Creates and migrates `etl_bench_<uuid>`; `connections` is the pool's size.
+    pub async fn create(server_url: &str, connections: u32) -> Result<Self, BenchError> {
+        let name = format!("etl_bench_{}", Uuid::new_v4().simple());
+        let mut admin = admin_connection(server_url).await?;
+        // The name is ours (a UUID), so formatting it into the statement is safe.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut admin)
+            .await
+            .map_err(BenchError::sql("creating the scratch database"))?;
+        let _ = admin.close().await;
+        let url = crate::batch::bench::with_database(server_url, &name);
+        let created = async {
+            db::migrate::migrate(&url).await?;
+            db::connect(&url, connections).await
+        }
+        .await;
+        let scratch = |pool| Self {
+            server_url: server_url.to_string(),
+            name: name.clone(),
+            url: url.clone(),
+            pool,
+        };
+        match created {
+            Ok(pool) => {
+                tracing::info!(database = %name, "scratch database created");
+                Ok(scratch(pool))
+            }
+            Err(err) => {
+                drop_database(server_url, &name).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Closes the pool and drops the database, whatever is still connected to it.
+    pub async fn drop_now(self) {
+        self.pool.close().await;
+        drop_database(&self.server_url, &self.name).await;
+    }
+}
+
+async fn admin_connection(server_url: &str) -> Result<PgConnection, BenchError> {
+    PgConnection::connect(server_url)
+        .await
+        .map_err(|cause| db::DbError::Connect {
+            url: db::redact_url(server_url),
+            cause: Box::new(cause),
+        })
+        .map_err(BenchError::from)
+}
+
+async fn drop_database(server_url: &str, name: &str) {
+    let statement = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+    let dropped = match admin_connection(server_url).await {
+        Ok(mut admin) => sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut admin)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = dropped {
+        tracing::warn!(%err, "{statement} failed; drop it by hand");
+    }
+}
+
+/// CPU time used so far by the server processes connected to `database` (the sink's pool,
+/// autovacuum), when PostgreSQL runs on this machine (Linux only); for per-row costs that the
+/// noise of a shared machine does not blur. Processes that ended since are not counted.
+pub async fn backend_cpu_time(pool: &PgPool, database: &str) -> Option<Duration> {
+    let pids: Vec<(i32,)> = sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(database)
+        .fetch_all(pool)
+        .await
+        .ok()?;
+    let mut total = Duration::ZERO;
+    for (pid,) in pids {
+        let pid = pid.to_string();
+        // A PostgreSQL server elsewhere has pids that mean nothing here.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if comm.trim() != "postgres" {
+            return None;
+        }
+        total += super::cpu_time_of(&pid)?;
+    }
+    Some(total)
+}
+
+/// CPU time of the broker and of the scratch database's server processes, read together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuReading {
+    pub broker: Option<Duration>,
+    pub postgres: Option<Duration>,
+}
+
+impl CpuReading {
+    pub async fn now(broker: &super::broker::BenchBroker, db: &ScratchDb) -> Self {
+        Self {
+            broker: broker.cpu_time(),
+            postgres: backend_cpu_time(&db.pool, &db.name).await,
+        }
+    }
+
+    /// Seconds used since `earlier`, per process kind.
+    pub fn since(&self, earlier: &Self) -> (Option<f64>, Option<f64>) {
+        let seconds = |a, b| super::cpu_between(a, b).map(|d| d.as_secs_f64());
+        (
+            seconds(earlier.broker, self.broker),
+            seconds(earlier.postgres, self.postgres),
+        )
+    }
+}
+
+/// The benchmark's users: fixed ids, so every run sends the same keys.
+pub fn bench_users(count: u32) -> Vec<Uuid> {
+    (0..count)
+        .map(|i| Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("bench-user-{i}").as_bytes()))
+        .collect()
+}
+
+/// Puts `users` into `users_raw`, as the batch files would, so that only the generator's
+/// orphans are late-arriving for the sink.
+pub async fn insert_users(pool: &PgPool, users: &[Uuid]) -> Result<(), BenchError> {
+    sqlx::query(include_str!("bench_users.sql"))
+        .bind(users)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(BenchError::sql("inserting the benchmark's users"))
+}
+
+/// The topics the sink reads and writes, on the benchmark's own broker.
+pub async fn create_sink_topics(
+    settings: &KafkaSettings,
+    sink: &SinkOptions,
+    partitions: i32,
+) -> Result<(), BenchError> {
+    admin::create_topics(
+        settings,
+        &[
+            TopicSpec::new(&sink.topic, partitions),
+            TopicSpec::new(&sink.dlq_topic, 1),
+            TopicSpec::new(&sink.anomalies_topic, 1),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The generator's options for benchmark traffic.
+pub fn traffic(seed: u64, invalid_ratio: f64, orphan_ratio: f64) -> StreamOptions {
+    StreamOptions {
+        seed,
+        invalid_ratio,
+        orphan_ratio,
+        ..StreamOptions::default()
+    }
+}
+
+/// A generated message sent by reference, so the benchmark keeps the messages it sent.
+pub struct Borrowed<'a>(pub &'a StreamMessage);
+
+impl Outgoing for Borrowed<'_> {
+    fn key(&self) -> &[u8] {
+        self.0.key()
+    }
+    fn payload(&self) -> &[u8] {
+        self.0.payload()
+    }
+    fn injected(&self) -> Option<&'static str> {
+        self.0.injected()
+    }
+    fn orphan(&self) -> bool {
+        self.0.orphan()
+    }
+}
+
+/// Polls `done` every `every` until it holds or `timeout` passes; says whether it held.
+pub async fn wait_for(mut done: impl FnMut() -> bool, every: Duration, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
