@@ -38,6 +38,11 @@ pub struct Args {
     /// Serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9187
     #[arg(long, env = "ETL_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Wait for PostgreSQL's WAL flush at every batch commit. Not needed for exactly-once (offsets
+    /// commit with the rows, so what a database crash loses is read again from Kafka); costs a
+    /// flush per batch
+    #[arg(long, env = "SINK_SYNCHRONOUS_COMMIT")]
+    pub synchronous_commit: bool,
     /// Database connections for the writer and the relay
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
     pub db_connections: u32,
@@ -56,6 +61,7 @@ impl Args {
             batch_wait: self.batch_wait,
             until_caught_up: self.until_caught_up,
             metrics_addr: self.metrics_addr,
+            synchronous_commit: self.synchronous_commit,
             ..SinkOptions::default()
         };
         let cancel = shutdown::on_signal();

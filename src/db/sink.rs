@@ -28,7 +28,27 @@ pub struct SinkRow<'a> {
 
 /// Appends `row` in COPY text format.
 pub fn sink_row(out: &mut Vec<u8>, row: &SinkRow<'_>) {
-    let tx = row.tx;
+    sink_row_source(
+        out,
+        row.tx,
+        row.topic,
+        row.partition,
+        row.offset,
+        row.produced_at,
+    );
+    sink_row_score(out, &row.score);
+}
+
+/// The part of a row known when the message is read: everything but the user's statistics. The
+/// sink encodes it on the reading side, so the writer only appends [`sink_row_score`].
+pub fn sink_row_source(
+    out: &mut Vec<u8>,
+    tx: &Transaction,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    produced_at: Option<DateTime<Utc>>,
+) {
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
@@ -62,22 +82,26 @@ pub fn sink_row(out: &mut Vec<u8>, row: &SinkRow<'_>) {
         }
         None => out.extend_from_slice(b"\\N\t"),
     }
-    text(out, row.topic);
-    let _ = write!(out, "\t{}\t{}\t", row.partition, row.offset);
-    match row.produced_at {
+    text(out, topic);
+    let _ = write!(out, "\t{partition}\t{offset}\t");
+    match produced_at {
         Some(at) => {
             let _ = write!(out, "{}\t", at.to_rfc3339_opts(SecondsFormat::Micros, true));
         }
         None => out.extend_from_slice(b"\\N\t"),
     }
-    let _ = write!(out, "{}\t{}\t", row.score.count, row.score.mean);
-    match row.score.z {
+}
+
+/// The statistics columns that end a row, newline included.
+pub fn sink_row_score(out: &mut Vec<u8>, score: &Score) {
+    let _ = write!(out, "{}\t{}\t", score.count, score.mean);
+    match score.z {
         Some(z) => {
             let _ = write!(out, "{z}\t");
         }
         None => out.extend_from_slice(b"\\N\t"),
     }
-    out.extend_from_slice(if row.score.is_anomaly { b"t\n" } else { b"f\n" });
+    out.extend_from_slice(if score.is_anomaly { b"t\n" } else { b"f\n" });
 }
 
 fn optional(out: &mut Vec<u8>, value: Option<&str>) {

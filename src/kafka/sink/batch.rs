@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
+use crate::db::sink::sink_row_source;
 use crate::domain::transaction::{Rejection, Transaction, validate};
 use crate::kafka::producer::PRODUCED_AT_HEADER;
 
@@ -20,6 +21,9 @@ pub struct Consumed {
     /// From the `produced_at` header (µs since the epoch), for end-to-end latency.
     pub produced_at: Option<DateTime<Utc>>,
     pub verdict: Result<Transaction, Rejection>,
+    /// For a valid message: its row in COPY text without the statistics columns, encoded when
+    /// read so that the writer, which holds the database transaction, only appends the scores.
+    pub row_source: Vec<u8>,
 }
 
 impl Consumed {
@@ -32,18 +36,30 @@ impl Consumed {
                 .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
                 .and_then(DateTime::from_timestamp_micros)
         });
-        let mut consumed = Self::new(message.partition(), message.offset(), payload, produced_at);
+        let mut consumed = Self::new(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            payload,
+            produced_at,
+        );
         consumed.key = message.key().map(<[u8]>::to_vec);
         consumed
     }
 
     pub fn new(
+        topic: &str,
         partition: i32,
         offset: i64,
         payload: Vec<u8>,
         produced_at: Option<DateTime<Utc>>,
     ) -> Self {
         let verdict = validate(&payload);
+        let mut row_source = Vec::new();
+        if let Ok(tx) = &verdict {
+            row_source.reserve(256);
+            sink_row_source(&mut row_source, tx, topic, partition, offset, produced_at);
+        }
         Self {
             partition,
             offset,
@@ -51,6 +67,7 @@ impl Consumed {
             payload,
             produced_at,
             verdict,
+            row_source,
         }
     }
 }

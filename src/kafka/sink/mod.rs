@@ -58,6 +58,10 @@ pub struct SinkOptions {
     pub stop_grace: Duration,
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Wait for PostgreSQL's WAL flush at each batch commit. Off by default: offsets commit with
+    /// the data, so a database crash that loses the last commits only makes the sink read those
+    /// messages again (exactly-once holds; dead letters and anomalies are at-least-once anyway).
+    pub synchronous_commit: bool,
 }
 
 impl Default for SinkOptions {
@@ -72,6 +76,7 @@ impl Default for SinkOptions {
             until_caught_up: false,
             stop_grace: Duration::from_secs(5),
             metrics_addr: None,
+            synchronous_commit: false,
         }
     }
 }
@@ -170,7 +175,8 @@ pub async fn run(
         &options.topic,
         dead_letters,
         metrics.sink.clone(),
-    );
+    )
+    .with_synchronous_commit(options.synchronous_commit);
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
     // A permit while the writer waits for a batch. A partial batch is handed over only then: while
     // the writer is busy it keeps growing rather than queueing behind the batch being written.
