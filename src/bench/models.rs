@@ -243,6 +243,8 @@ pub struct ModelsBenchOptions {
     /// Folder for the generated files (its earlier month files are removed first).
     pub dir: PathBuf,
     pub threads: usize,
+    /// Leave the scratch database in place (for inspection) instead of dropping it.
+    pub keep_database: bool,
 }
 
 impl Default for ModelsBenchOptions {
@@ -258,6 +260,7 @@ impl Default for ModelsBenchOptions {
             seed: 42,
             dir: std::env::temp_dir().join("etl-bench-models"),
             threads: 4,
+            keep_database: false,
         }
     }
 }
@@ -392,6 +395,11 @@ pub async fn run(
     .map_err(sql("creating the scratch database"))?;
     let url = with_database(&options.database_url, &scratch);
     let result = measure(&url, options, progress).await;
+    if options.keep_database {
+        info!(database = %scratch, "the scratch database is kept");
+        eprintln!("scratch database kept: {scratch}");
+        return result;
+    }
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)"#
     )))

@@ -62,6 +62,9 @@ pub struct ModelsArgs {
     /// Folder for the generated files; its CSV files are replaced
     #[arg(long, default_value_os_t = std::env::temp_dir().join("etl-bench-models"))]
     pub dir: PathBuf,
+    /// Keep the scratch database afterwards (its name is printed) to look into the built models
+    #[arg(long)]
+    pub keep_database: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +238,7 @@ impl ModelsArgs {
             seed: self.seed,
             dir: self.dir,
             threads: self.threads,
+            keep_database: self.keep_database,
         };
         let profile = if cfg!(debug_assertions) {
             "dev (unoptimized)"

@@ -386,6 +386,10 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
             vars: &context.options.vars,
         };
         let hook = render(&scope, &node.name, &node.path, hook, incremental)?.sql;
+        // A hook inside `{% if … %}` may render to nothing this time.
+        if hook.trim().is_empty() {
+            continue;
+        }
         let site = SqlSite { sql: &hook, ..site };
         materialize::run(&mut conn, &site, &hook).await?;
     }
