@@ -8,7 +8,7 @@
         "create index if not exists fct_transactions_tx_id_idx on {{ this }} (tx_id)",
         "create index if not exists fct_transactions_loaded_at_idx on {{ this }} (_loaded_at)",
         "create index if not exists fct_transactions_date_key_idx on {{ this }} (date_key)",
-        "create index if not exists fct_transactions_user_id_idx on {{ this }} (user_id)",
+        "create index if not exists fct_transactions_user_time_idx on {{ this }} (user_id, event_time)",
         "create index if not exists fct_transactions_unknown_user_idx on {{ this }} (user_id) where user_key = -1",
         "{% if not is_incremental() %}analyze {{ this }}{% endif %}",
     ]
@@ -39,8 +39,8 @@
 --
 -- The indexes (post_hook) serve the incremental runs here and downstream: tx_id for the
 -- delete+insert, `_loaded_at` for the watermark and for what changed since a model's last run,
--- date_key and user_id for the aggregates that rebuild the days and users that changed, and the
--- unknown member's rows for their re-resolution.
+-- date_key and (user_id, event_time) for the aggregates that rebuild the days, user-months and
+-- 30-day windows that changed, and the unknown member's rows for their re-resolution.
 
 with
 

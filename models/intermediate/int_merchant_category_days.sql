@@ -12,7 +12,7 @@
 --
 -- Incremental runs (delete+insert on merchant and day) rebuild, whole, every merchant-day with a
 -- row loaded since the last run (the latest `_loaded_at` here minus `incremental_lookback`, see
--- fct_transactions), reading the landing tables' (merchant, event time) indexes.
+-- fct_transactions), reading each from the landing tables' (merchant, event time) indexes.
 
 with
 
@@ -33,13 +33,32 @@ changed as (
           )
       and l._loaded_at <= 'infinity'::timestamptz
 ),
-{% endif %}
 
+-- Each changed merchant-day read on its own (lateral), by index.
+landed as (
+    select l.*
+    from changed as c
+    cross join lateral (
+        select s.merchant, s.category, s.event_time, s._loaded_at
+        from {{ ref('stg_transactions_stream') }} as s
+        where s.merchant = c.merchant
+          and s.event_time >= c.event_date::timestamp at time zone 'UTC'
+          and s.event_time < (c.event_date + 1)::timestamp at time zone 'UTC'
+        union all
+        select b.merchant, b.category, b.event_time, b._loaded_at
+        from {{ ref('stg_transactions_batch') }} as b
+        where b.merchant = c.merchant
+          and b.event_time >= c.event_date::timestamp at time zone 'UTC'
+          and b.event_time < (c.event_date + 1)::timestamp at time zone 'UTC'
+    ) as l
+)
+{% else %}
 landed as (
     select merchant, category, event_time, _loaded_at from {{ ref('stg_transactions_stream') }}
     union all
     select merchant, category, event_time, _loaded_at from {{ ref('stg_transactions_batch') }}
 )
+{% endif %}
 
 select
     l.merchant,
@@ -50,10 +69,4 @@ select
     max(l.event_time) as last_seen_at,
     max(l._loaded_at) as _loaded_at
 from landed as l
-{% if is_incremental() %}
-join changed as c
-    on c.merchant = l.merchant
-   and l.event_time >= c.event_date::timestamp at time zone 'UTC'
-   and l.event_time < (c.event_date + 1)::timestamp at time zone 'UTC'
-{% endif %}
 group by l.merchant, l.category, (l.event_time at time zone 'UTC')::date

@@ -15,7 +15,7 @@
 
 with latest as (
     select max(last_event_time) as latest_event_time
-    from {{ ref('int_user_spend') }}
+    from {{ ref('fct_user_metrics') }}
 ),
 
 spend as (
