@@ -4,6 +4,7 @@
     incremental_strategy='delete+insert',
     loaded_at_field='_loaded_at',
     tags=['dimensions'],
+    sql_header='set local jit = off',
     post_hook=[
         "create index if not exists dim_users_user_id_idx on {{ this }} (user_id)",
         "create index if not exists dim_users_user_key_idx on {{ this }} (user_key)",

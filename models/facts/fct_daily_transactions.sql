@@ -2,7 +2,8 @@
     materialized='incremental',
     unique_key='date_key',
     incremental_strategy='delete+insert',
-    tags=['facts']
+    tags=['facts'],
+    sql_header='set local jit = off'
 ) }}
 
 -- One row per UTC day and source system ('streaming_kafka', 'batch_file') with at least one

@@ -4,6 +4,7 @@
     incremental_strategy='delete+insert',
     loaded_at_field='_loaded_at',
     tags=['facts'],
+    sql_header='set local jit = off',
     post_hook=[
         "create index if not exists fct_transactions_tx_id_idx on {{ this }} (tx_id)",
         "create index if not exists fct_transactions_loaded_at_idx on {{ this }} (_loaded_at)",

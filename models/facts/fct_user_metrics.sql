@@ -3,6 +3,7 @@
     unique_key='user_id',
     incremental_strategy='delete+insert',
     tags=['facts'],
+    sql_header='set local jit = off',
     post_hook=[
         "create index if not exists fct_user_metrics_user_id_idx on {{ this }} (user_id)",
         "create index if not exists fct_user_metrics_last_event_idx on {{ this }} (last_event_time)",

@@ -2,7 +2,8 @@
     materialized='incremental',
     unique_key=['merchant', 'event_date'],
     incremental_strategy='delete+insert',
-    tags=['intermediate']
+    tags=['intermediate'],
+    sql_header='set local jit = off'
 ) }}
 
 -- Landed transactions per merchant, category and UTC day of the event: the small table that

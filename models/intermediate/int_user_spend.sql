@@ -3,6 +3,7 @@
     unique_key='user_id',
     incremental_strategy='delete+insert',
     tags=['intermediate'],
+    sql_header='set local jit = off',
     post_hook=[
         "create index if not exists int_user_spend_user_id_idx on {{ this }} (user_id)",
         "create index if not exists int_user_spend_window_idx on {{ this }} (first_event_in_window)",

@@ -2,7 +2,8 @@
     materialized='incremental',
     unique_key='date',
     incremental_strategy='delete+insert',
-    tags=['marts']
+    tags=['marts'],
+    sql_header='set local jit = off'
 ) }}
 
 -- Stream anomalies per UTC day and category: one row for every day and category with at least

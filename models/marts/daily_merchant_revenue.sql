@@ -2,7 +2,8 @@
     materialized='incremental',
     unique_key='date',
     incremental_strategy='delete+insert',
-    tags=['marts']
+    tags=['marts'],
+    sql_header='set local jit = off'
 ) }}
 
 -- Revenue per UTC day and merchant, in USD, over approved transactions from both sources.

@@ -1,4 +1,8 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(
+    materialized='table',
+    tags=['marts'],
+    sql_header='set local jit = off'
+) }}
 
 -- Every known user (current dim_users version; not the unknown member) ranked by approved spend
 -- in USD, net of refunds, over all time and over the last 30 days of data.

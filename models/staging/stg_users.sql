@@ -9,7 +9,8 @@
 --
 -- "No later line of the same user and month" rather than DISTINCT ON: a filter on the view (a
 -- user, a load time) then reaches the indexes of users_raw, where DISTINCT ON would first sort
--- every user of every file.
+-- every user of every file. `loaded_at` is when the line landed; a line never changes without
+-- landing again (it only leaves, when a later line for the same month lands).
 
 select
     u.user_id,

@@ -65,6 +65,10 @@ pub struct ModelsArgs {
     /// Keep the scratch database afterwards (its name is printed) to look into the built models
     #[arg(long)]
     pub keep_database: bool,
+    /// Which rows the incremental build's data tests check (see `build-models --test-scope`);
+    /// the full build always checks every row
+    #[arg(long, value_enum, default_value = "changed")]
+    pub test_scope: crate::models::TestScope,
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,6 +243,7 @@ impl ModelsArgs {
             dir: self.dir,
             threads: self.threads,
             keep_database: self.keep_database,
+            test_scope: self.test_scope,
         };
         let profile = if cfg!(debug_assertions) {
             "dev (unoptimized)"

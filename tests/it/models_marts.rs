@@ -12,7 +12,7 @@ use etl::domain::user::UserRecord;
 use etl::generate::files::write_month;
 use etl::generate::monthly::{Month, MonthlyOptions};
 use etl::generate::stream::{EventClock, StreamOptions};
-use etl::models::{BuildOptions, RunSummary};
+use etl::models::{BuildOptions, RunSummary, TestScope};
 use indicatif::ProgressBar;
 use rust_decimal::{Decimal, RoundingStrategy};
 use tempfile::TempDir;
@@ -501,6 +501,7 @@ async fn an_incremental_run_after_new_rows_equals_a_full_refresh() {
 /// transactions), so each model's narrow path is what gets compared: the days, users and
 /// merchant-days that changed, the rolling windows after them, the moving 30-day window of
 /// top_spenders, a transaction that moves to another day, one user restated, one arriving late.
+/// Its data tests check the new rows only (--test-scope changed), and pass.
 #[tokio::test]
 async fn a_narrow_incremental_run_without_lookback_equals_a_full_refresh() {
     let db = TestDb::migrated().await;
@@ -591,10 +592,21 @@ async fn a_narrow_incremental_run_without_lookback_equals_a_full_refresh() {
             vars: [("incremental_lookback".to_string(), "0 seconds".into())]
                 .into_iter()
                 .collect(),
+            test_scope: TestScope::Changed,
+            test_lookback: std::time::Duration::ZERO,
             ..Default::default()
         },
     )
     .await;
+    let scoped = summary
+        .results
+        .iter()
+        .filter(|r| r.coverage.as_ref().is_some_and(|c| c.since.is_some()))
+        .count();
+    assert!(
+        scoped >= 30,
+        "only {scoped} tests checked just the new rows"
+    );
 
     // Narrow indeed: about a third of the facts and a third of the days written again.
     let written = |model: &str| {
