@@ -3,7 +3,8 @@
 -- Spending categories: the closed vocabularies of DESIGN §3 (batch files) and §4 (stream), plus
 -- anything seen in the data that is in neither (channel 'other'), so that every fact row has a
 -- category to point at. `category_key` is a hash of the name, computed the same way in
--- fct_transactions, so facts need no join to find it.
+-- fct_transactions, so facts need no join to find it. What the data has is read from
+-- int_merchant_category_days (every landed row, counted per merchant, category and day).
 
 with known (category, channel) as (
     values
@@ -29,9 +30,7 @@ with known (category, channel) as (
 ),
 
 observed as (
-    select distinct category from {{ ref('stg_transactions_stream') }}
-    union
-    select distinct category from {{ ref('stg_transactions_batch') }}
+    select distinct category from {{ ref('int_merchant_category_days') }}
 ),
 
 all_categories as (

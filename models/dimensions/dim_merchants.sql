@@ -4,16 +4,13 @@
 -- way in fct_transactions. A merchant's `primary_category` is the category most of its
 -- transactions carry (ties: alphabetical), since nothing upstream says what a merchant sells.
 -- Counted over the landed rows of both sources (a transaction present in both counts twice):
--- cheaper than the de-duplicated union, and a merchant's category does not hinge on it.
+-- cheaper than the de-duplicated union, and a merchant's category does not hinge on it. The
+-- counts come per day from int_merchant_category_days, which keeps them up to date cheaply.
 
 with per_merchant_and_category as (
-    select merchant, category, count(*) as transactions, min(event_time) as first_seen_at,
-           max(event_time) as last_seen_at
-    from (
-        select merchant, category, event_time from {{ ref('stg_transactions_stream') }}
-        union all
-        select merchant, category, event_time from {{ ref('stg_transactions_batch') }}
-    ) as landed
+    select merchant, category, sum(transactions) as transactions, min(first_seen_at) as first_seen_at,
+           max(last_seen_at) as last_seen_at
+    from {{ ref('int_merchant_category_days') }}
     group by merchant, category
 ),
 

@@ -1,4 +1,10 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(
+    materialized='incremental',
+    unique_key='date',
+    incremental_strategy='delete+insert',
+    tags=['marts'],
+    sql_header='set local jit = off'
+) }}
 
 -- Revenue per UTC day and merchant, in USD, over approved transactions from both sources.
 --
@@ -13,13 +19,66 @@
 -- * dod_growth_pct: 100 × (revenue − revenue of the previous calendar day) / |revenue of the
 --   previous day|, to 2 decimals; null when the merchant has no row the day before or that
 --   day's revenue is 0. The absolute value keeps the sign meaning "up" after a net-refund day.
+-- * `_loaded_at`: the latest `_loaded_at` of the approved transactions counted in the row.
+--
+-- Incremental runs (delete+insert on date) rebuild, whole, the days with fct_transactions rows
+-- loaded since the last run (the latest `_loaded_at` here minus `incremental_lookback`, see
+-- fct_transactions) or left by a transaction (int_transactions_superseded), and the six days
+-- after each of them, whose rolling 7 days (and, the next day, day-over-day growth) include it.
+-- Only the changed days are counted again from the fact table; the windows read the days around
+-- them as last built. A day that loses its last approved transaction that way keeps its rows
+-- until --full-refresh.
 
-with approved as (
-    select d."date", f.merchant_key, f.user_id, f.amount_usd
+with
+
+{% if is_incremental() %}
+since as (
+    select coalesce(max(_loaded_at), '-infinity'::timestamptz)
+           - interval '{{ var("incremental_lookback", "5 minutes") }}' as since
+    from {{ this }}
+),
+
+-- `<= 'infinity'` excludes nothing; it makes the planner use the `_loaded_at` index (see
+-- fct_transactions).
+changed_days as (
+    select d."date", d.date_key
+    from {{ ref('dim_dates') }} as d
+    where d.date_key in (
+        select f.date_key
+        from {{ ref('fct_transactions') }} as f
+        where f._loaded_at > (select since from since)
+          and f._loaded_at <= 'infinity'::timestamptz
+        union
+        select s.previous_date_key
+        from {{ ref('int_transactions_superseded') }} as s
+        where s._loaded_at > (select since from since)
+          and s._loaded_at <= 'infinity'::timestamptz
+    )
+),
+
+rebuilt_days as (
+    select distinct c."date" + n as "date"
+    from changed_days as c
+    cross join generate_series(0, 6) as n
+),
+
+-- The windows of the rebuilt days reach six days further back.
+window_days as (
+    select distinct r."date" - n as "date"
+    from rebuilt_days as r
+    cross join generate_series(0, 6) as n
+),
+{% endif %}
+
+approved as (
+    select d."date", f.merchant_key, f.user_id, f.amount_usd, f._loaded_at
     from {{ ref('fct_transactions') }} as f
     join {{ ref('dim_dates') }} as d
         on d.date_key = f.date_key
     where f.status = 'approved'
+    {% if is_incremental() %}
+      and f.date_key = any(array(select date_key from changed_days))
+    {% endif %}
 ),
 
 per_day as (
@@ -28,9 +87,20 @@ per_day as (
         merchant_key,
         count(*) as transaction_count,
         sum(amount_usd) as revenue_usd,
-        count(distinct user_id) as distinct_users
+        count(distinct user_id) as distinct_users,
+        max(_loaded_at) as _loaded_at
     from approved
     group by "date", merchant_key
+    {% if is_incremental() %}
+
+    union all
+
+    -- The unchanged days within the windows, as last built.
+    select t."date", t.merchant_key, t.transaction_count, t.revenue_usd, t.distinct_users, t._loaded_at
+    from {{ this }} as t
+    where t."date" in (select "date" from window_days)
+      and t."date" not in (select "date" from changed_days)
+    {% endif %}
 ),
 
 with_history as (
@@ -60,7 +130,11 @@ select
     case
         when h.previous_date = h."date" - 1 and h.previous_revenue_usd <> 0
         then round(100 * (h.revenue_usd - h.previous_revenue_usd) / abs(h.previous_revenue_usd), 2)
-    end as dod_growth_pct
+    end as dod_growth_pct,
+    h._loaded_at
 from with_history as h
 join {{ ref('dim_merchants') }} as m
     on m.merchant_key = h.merchant_key
+{% if is_incremental() %}
+where h."date" in (select "date" from rebuilt_days)
+{% endif %}

@@ -1,4 +1,8 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(
+    materialized='table',
+    tags=['marts'],
+    sql_header='set local jit = off'
+) }}
 
 -- Every known user (current dim_users version; not the unknown member) ranked by approved spend
 -- in USD, net of refunds, over all time and over the last 30 days of data.
@@ -10,27 +14,17 @@
 --   transactions spend 0 and share the last rank; net-refund users rank below them.
 -- * Spend counts all of a user's transactions whatever version they resolved to; transactions
 --   of users not yet in any file are not here until the user arrives.
+-- * The figures per user come from int_user_spend, which keeps them up to date without reading
+--   the whole fact table; only the ranks are computed here, over every user, each time.
 
 with latest as (
-    select max(event_time) as latest_event_time
-    from {{ ref('fct_transactions') }}
+    select max(last_event_time) as latest_event_time
+    from {{ ref('fct_user_metrics') }}
 ),
 
 spend as (
-    select
-        f.user_id,
-        count(*) as approved_count,
-        sum(f.amount_usd) as total_spend_usd,
-        count(*) filter (where f.event_time > l.latest_event_time - interval '30 days')
-            as approved_count_last_30d,
-        coalesce(
-            sum(f.amount_usd) filter (where f.event_time > l.latest_event_time - interval '30 days'),
-            0
-        ) as spend_last_30d_usd
-    from {{ ref('fct_transactions') }} as f
-    cross join latest as l
-    where f.status = 'approved'
-    group by f.user_id
+    select user_id, approved_count, total_spend_usd, approved_count_last_30d, spend_last_30d_usd
+    from {{ ref('int_user_spend') }}
 ),
 
 current_users as (

@@ -1,10 +1,11 @@
-{{ config(materialized='view', tags=['staging']) }}
+{{ config(materialized='view', tags=['staging'], loaded_at_field='_loaded_at') }}
 
 -- Stream and batch transactions in one shape, one row per tx_id.
 --
 -- When both sides carry a tx_id the stream row wins: it has the status, payment method and
 -- anomaly score the file lacks. `source_system` says which side a row came from
--- ('streaming_kafka' or 'batch_file').
+-- ('streaming_kafka' or 'batch_file'). `_loaded_at` is when the row landed: a row never changes
+-- without landing again (a batch row only leaves, when its stream row lands).
 
 select
     s.tx_id,

@@ -1,5 +1,6 @@
 -- A user's versions tile business time: no two overlap, each ends where the next begins, and
--- exactly the last one is current.
+-- exactly the last one is current. (With --test-scope changed: the users loaded since this test
+-- last passed; all of a user's versions share the user's `_loaded_at`.)
 with ordered as (
     select
         user_id,
@@ -8,7 +9,7 @@ with ordered as (
         effective_to,
         is_current,
         lead(effective_from) over (partition by user_id order by effective_from) as next_from
-    from {{ ref('dim_users') }}
+    from {{ changed_rows(ref('dim_users')) }} as d
     where user_key <> -1
 )
 select *

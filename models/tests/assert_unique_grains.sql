@@ -14,3 +14,7 @@ union all
 select 'anomaly_summary', "date"::text || '/' || category
 from {{ ref('anomaly_summary') }}
 group by "date", category having count(*) > 1
+union all
+select 'int_merchant_category_days', merchant || '/' || category || '/' || event_date::text
+from {{ ref('int_merchant_category_days') }}
+group by merchant, category, event_date having count(*) > 1

@@ -27,7 +27,7 @@ use crate::domain::transaction::validate;
 use crate::generate::files::write_month;
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
-use crate::models::{BuildOptions, ModelError, RunSummary, build};
+use crate::models::{BuildOptions, ModelError, NodeKind, RunSummary, TestScope, build};
 
 /// Threshold of the anomaly rule (DESIGN §4).
 pub const ANOMALY_Z: f64 = 3.0;
@@ -243,6 +243,10 @@ pub struct ModelsBenchOptions {
     /// Folder for the generated files (its earlier month files are removed first).
     pub dir: PathBuf,
     pub threads: usize,
+    /// Leave the scratch database in place (for inspection) instead of dropping it.
+    pub keep_database: bool,
+    /// Which rows the incremental build's data tests check (the full build checks all).
+    pub test_scope: TestScope,
 }
 
 impl Default for ModelsBenchOptions {
@@ -258,6 +262,8 @@ impl Default for ModelsBenchOptions {
             seed: 42,
             dir: std::env::temp_dir().join("etl-bench-models"),
             threads: 4,
+            keep_database: false,
+            test_scope: TestScope::Changed,
         }
     }
 }
@@ -269,42 +275,75 @@ pub struct ModelsBenchReport {
     pub full: Duration,
     pub incremental: Duration,
     pub fct_rows: i64,
-    /// Per build: (time in data tests summed, the slowest nodes with their durations).
+    /// What each build ran and where its time went.
     pub full_breakdown: Breakdown,
     pub incremental_breakdown: Breakdown,
+    /// The 1-minute load average before the full build and after the incremental one (Linux).
+    pub load: (Option<f64>, Option<f64>),
 }
 
-/// Where a build's time went: data tests in total, and the slowest nodes.
+/// What a build ran, and where its time went.
 #[derive(Debug, Clone, Default)]
 pub struct Breakdown {
-    pub tests: Duration,
+    pub models: usize,
+    /// Summed over models (they overlap when several threads run).
+    pub model_time: Duration,
+    pub tests: usize,
+    /// Summed over tests.
+    pub test_time: Duration,
+    /// Tests that checked only the rows loaded since they last passed (`--test-scope changed`).
+    pub tests_on_new_rows: usize,
+    /// The five slowest seeds, models and tests.
     pub slowest: Vec<(String, Duration)>,
 }
 
 impl Breakdown {
     fn of(summary: &RunSummary) -> Self {
-        let tests = summary
-            .results
-            .iter()
-            .filter(|r| r.materialization.is_none())
-            .map(|r| r.duration)
-            .sum();
+        let of_kind = |kind: NodeKind| summary.results.iter().filter(move |r| r.kind == kind);
         let mut slowest: Vec<(String, Duration)> = summary
             .results
             .iter()
             .map(|r| (r.name.clone(), r.duration))
             .collect();
         slowest.sort_by_key(|(_, duration)| std::cmp::Reverse(*duration));
-        slowest.truncate(6);
-        Self { tests, slowest }
+        slowest.truncate(5);
+        Self {
+            models: of_kind(NodeKind::Model).count(),
+            model_time: of_kind(NodeKind::Model).map(|r| r.duration).sum(),
+            tests: of_kind(NodeKind::Test).count(),
+            test_time: of_kind(NodeKind::Test).map(|r| r.duration).sum(),
+            tests_on_new_rows: of_kind(NodeKind::Test)
+                .filter(|r| r.coverage.as_ref().is_some_and(|c| c.since.is_some()))
+                .count(),
+            slowest,
+        }
     }
 }
 
 impl std::fmt::Display for Breakdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "data tests {:.2} s; slowest:", self.tests.as_secs_f64())?;
-        for (name, duration) in &self.slowest {
-            write!(f, " {name} {:.2} s,", duration.as_secs_f64())?;
+        let every_row = self.tests - self.tests_on_new_rows;
+        write!(
+            f,
+            "  includes {} models ({:.2} s summed) and {} data tests ({:.2} s summed): ",
+            self.models,
+            self.model_time.as_secs_f64(),
+            self.tests,
+            self.test_time.as_secs_f64(),
+        )?;
+        if self.tests_on_new_rows == 0 {
+            writeln!(f, "all over every row")?;
+        } else {
+            writeln!(
+                f,
+                "{} over the rows loaded since they last passed, {every_row} over every row",
+                self.tests_on_new_rows
+            )?;
+        }
+        write!(f, "  slowest:")?;
+        for (i, (name, duration)) in self.slowest.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{name} {:.2} s", duration.as_secs_f64())?;
         }
         Ok(())
     }
@@ -333,21 +372,44 @@ impl std::fmt::Display for ModelsBenchReport {
             "fct_transactions rows after both builds: {}",
             self.fct_rows
         )?;
-        writeln!(f, "full build:        {:.2} s", self.full.as_secs_f64())?;
-        writeln!(f, "  {}", self.full_breakdown)?;
         writeln!(
             f,
-            "incremental build: {:.2} s after {} new stream rows",
-            self.incremental.as_secs_f64(),
-            o.new_rows
+            "full build:        {:.2} s (--full-refresh, {} threads)",
+            self.full.as_secs_f64(),
+            o.threads
         )?;
-        writeln!(f, "  {}", self.incremental_breakdown)?;
+        writeln!(f, "{}", self.full_breakdown)?;
+        writeln!(
+            f,
+            "incremental build: {:.2} s after {} new stream rows (--test-scope {}, lookbacks 0 s)",
+            self.incremental.as_secs_f64(),
+            o.new_rows,
+            o.test_scope.as_str()
+        )?;
+        writeln!(f, "{}", self.incremental_breakdown)?;
+        let load = |l: Option<f64>| l.map_or_else(|| "?".to_string(), |l| format!("{l:.2}"));
+        writeln!(
+            f,
+            "load average (1 min): {} before the full build, {} after the incremental one",
+            load(self.load.0),
+            load(self.load.1)
+        )?;
         write!(
             f,
-            "incremental / full = {:.1} % (target ≤ 10 %)",
+            "incremental / full = {:.1} % (target ≤ 10 %); both are whole `build-models` runs: every model and every data test",
             100.0 * self.ratio()
         )
     }
+}
+
+/// The 1-minute load average, where /proc/loadavg exists.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +454,11 @@ pub async fn run(
     .map_err(sql("creating the scratch database"))?;
     let url = with_database(&options.database_url, &scratch);
     let result = measure(&url, options, progress).await;
+    if options.keep_database {
+        info!(database = %scratch, "the scratch database is kept");
+        eprintln!("scratch database kept: {scratch}");
+        return result;
+    }
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)"#
     )))
@@ -450,9 +517,10 @@ async fn measure(
     let fill = started.elapsed();
     info!(seconds = fill.as_secs_f64(), "landing tables filled");
 
-    // Everything landed in the minutes before the full build, so fct_transactions' lookback
-    // window (5 minutes by default, for loads that commit out of order) would re-read all of it;
-    // in steady state it re-reads only the last minutes' arrivals. Measure that steady state.
+    // Everything landed in the minutes before the full build, so the models' lookback window
+    // (5 minutes by default, for loads that commit out of order) would re-read all of it, and
+    // so would the data tests' with --test-scope changed; in steady state they re-read only the
+    // last minutes' arrivals. Measure that steady state.
     let vars = [(
         "incremental_lookback".to_string(),
         serde_json::Value::from("0 seconds"),
@@ -464,8 +532,11 @@ async fn measure(
         full_refresh,
         threads: options.threads,
         vars: std::collections::BTreeMap::clone(&vars),
+        test_scope: options.test_scope,
+        test_lookback: Duration::ZERO,
         ..Default::default()
     };
+    let load_before = load_average();
     let started = Instant::now();
     let summary = build(&pool, &build_options(true)).await?;
     let full = started.elapsed();
@@ -499,6 +570,7 @@ async fn measure(
         });
     }
     let incremental_breakdown = Breakdown::of(&summary);
+    let load_after = load_average();
     info!(seconds = incremental.as_secs_f64(), "incremental build");
     let fct_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.fct_transactions")
         .fetch_one(&pool)
@@ -513,6 +585,7 @@ async fn measure(
         fct_rows,
         full_breakdown,
         incremental_breakdown,
+        load: (load_before, load_after),
     })
 }
 

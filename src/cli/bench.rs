@@ -72,6 +72,13 @@ pub struct ModelsArgs {
     /// Folder for the generated files; its CSV files are replaced
     #[arg(long, default_value_os_t = std::env::temp_dir().join("etl-bench-models"))]
     pub dir: PathBuf,
+    /// Keep the scratch database afterwards (its name is printed) to look into the built models
+    #[arg(long)]
+    pub keep_database: bool,
+    /// Which rows the incremental build's data tests check (see `build-models --test-scope`);
+    /// the full build always checks every row
+    #[arg(long, value_enum, default_value = "changed")]
+    pub test_scope: crate::models::TestScope,
 }
 
 #[derive(Debug, clap::Args)]
@@ -405,6 +412,8 @@ impl ModelsArgs {
             seed: self.seed,
             dir: self.dir,
             threads: self.threads,
+            keep_database: self.keep_database,
+            test_scope: self.test_scope,
         };
         let profile = if cfg!(debug_assertions) {
             "dev (unoptimized)"

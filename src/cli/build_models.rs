@@ -8,8 +8,8 @@ use anyhow::bail;
 
 use crate::db;
 use crate::models::{
-    self, BuildOptions, LockedBuild, NodeResult, Progress, RunSummary, Schedule, build_locked,
-    parse_vars, run_scheduled,
+    self, BuildOptions, LockedBuild, NodeResult, Progress, RunSummary, Schedule, TestScope,
+    build_locked, parse_vars, run_scheduled,
 };
 use crate::shutdown;
 
@@ -60,6 +60,18 @@ pub struct Args {
     /// Where run_results.json and compiled/<model>.sql are written
     #[arg(long, env = "ETL_MODELS_TARGET_DIR", default_value = models::DEFAULT_TARGET_DIR)]
     pub target_dir: PathBuf,
+
+    /// Which rows data tests check: all (every row, every run, as dbt does), or changed: on
+    /// models with a loaded_at_field, only the rows loaded since the test last passed (with
+    /// the same definition); tests that read no such model still check everything. A run with
+    /// all checks what changed misses: parents that lost keys, rows rewritten in place
+    #[arg(long, env = "ETL_MODELS_TEST_SCOPE", value_enum, default_value = "all")]
+    pub test_scope: TestScope,
+
+    /// With --test-scope changed: start this much before the rows a test last checked, for
+    /// loads that committed out of order
+    #[arg(long, env = "ETL_MODELS_TEST_LOOKBACK", value_parser = parse_duration, default_value = "5m")]
+    pub test_lookback: Duration,
 }
 
 /// One line per finished node on stdout.
@@ -97,6 +109,8 @@ impl Args {
             threads: self.threads as usize,
             vars: parse_vars(self.vars.as_deref().unwrap_or_default())?,
             target_dir: Some(self.target_dir.clone()),
+            test_scope: self.test_scope,
+            test_lookback: self.test_lookback,
             ..BuildOptions::default()
         })
     }

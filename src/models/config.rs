@@ -154,6 +154,15 @@ pub struct ModelConfig {
     /// SQL run after the model is built, rendered with `{{ this }}` etc., e.g.
     /// `post_hook="create index if not exists m_id_idx on {{ this }} (id)"`.
     pub post_hook: Vec<String>,
+    /// The column saying when a row was loaded (dbt's `loaded_at_field`), with the promise that a
+    /// row whose content changes gets a later value: with `--test-scope changed`, tests on the
+    /// model check only the rows loaded since they last passed.
+    pub loaded_at_field: Option<String>,
+    /// dbt's `sql_header`: SQL run just before the statement that computes the model's rows
+    /// (CREATE TABLE … AS, the incremental or snapshot temporary table), in the same
+    /// transaction, e.g. `sql_header="set local jit = off"`. Views compute nothing when built
+    /// and ignore it.
+    pub sql_header: Option<String>,
 }
 
 impl ModelConfig {
@@ -238,6 +247,8 @@ impl ModelConfig {
             };
         Ok(Self {
             post_hook: list("post_hook")?,
+            loaded_at_field: text("loaded_at_field")?,
+            sql_header: text("sql_header")?,
             invalidate_hard_deletes,
             materialized,
             unique_key,

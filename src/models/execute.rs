@@ -13,12 +13,32 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::config::Severity;
-use super::data_tests::{TestQuery, count_failures, count_statement, generic_query};
+use super::data_tests::{
+    TestQuery, TestScope, Watermarks, count_failures, count_statement, definition_hash,
+    generic_query, high_water, last_pass_watermarks, plan_cost, unique_per_value_query,
+};
 use super::materialize::{self, SqlSite};
-use super::plan::{Node, NodeKind, NodeSpec, Plan, TestSpec};
+use super::plan::{Node, NodeKind, NodeSpec, Plan, TestSpec, loaded_at_field};
 use super::project::{GenericKind, RelationRef};
-use super::render::{Relation, RenderScope, quote_ident, render};
-use super::results::{NodeResult, RunSummary, Status, record};
+use super::render::{ChangedRows, Relation, RenderScope, quote_ident, render};
+use super::results::{NodeResult, RunSummary, Status, TestCoverage, record};
+
+fn test_site<'a>(node: &'a Node, sql: &'a str) -> SqlSite<'a> {
+    SqlSite {
+        what: "test",
+        name: &node.name,
+        file: &node.path,
+        sql,
+        compiled: None,
+    }
+}
+
+/// What a test found, and which rows it checked.
+struct TestOutcome {
+    status: Status,
+    failures: u64,
+    coverage: Option<TestCoverage>,
+}
 use super::seeds::load_seed;
 use super::{BuildOptions, ModelError, Progress};
 
@@ -251,6 +271,7 @@ fn base_result(node: &Node) -> NodeResult {
         model,
         column,
         message: None,
+        coverage: None,
         started_at: Utc::now(),
         duration: Duration::ZERO,
     }
@@ -274,7 +295,12 @@ async fn run_node(context: &Context, index: usize) -> NodeResult {
     let outcome = match &node.spec {
         NodeSpec::Seed { column_types } => run_seed(context, node, column_types).await,
         NodeSpec::Model { .. } => run_model(context, node).await,
-        NodeSpec::Test { spec, severity, .. } => run_test(context, node, spec, *severity).await,
+        NodeSpec::Test { spec, severity, .. } => run_test(context, node, spec, *severity)
+            .await
+            .map(|outcome| {
+                result.coverage = outcome.coverage;
+                (outcome.status, Some(outcome.failures))
+            }),
     };
     result.duration = clock.elapsed();
     match outcome {
@@ -356,6 +382,7 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
             nodes: &context.names,
             sources: &context.plan.project.sources,
             vars: &context.options.vars,
+            changed: None,
         };
         render(&scope, &node.name, &node.path, template, true)?.sql
     } else {
@@ -369,23 +396,33 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
         sql: &sql,
         compiled: compiled.as_deref(),
     };
+    let scope = RenderScope {
+        schema: &context.plan.schema,
+        nodes: &context.names,
+        sources: &context.plan.project.sources,
+        vars: &context.options.vars,
+        changed: None,
+    };
+    let header = match &config.sql_header {
+        Some(header) => Some(render(&scope, &node.name, &node.path, header, incremental)?.sql),
+        None => None,
+    };
     let built = materialize::materialize(
         &mut conn,
         config,
         target,
         &site,
+        header.as_deref(),
         incremental,
         &context.swap_lock,
     )
     .await?;
     for hook in &config.post_hook {
-        let scope = RenderScope {
-            schema: &context.plan.schema,
-            nodes: &context.names,
-            sources: &context.plan.project.sources,
-            vars: &context.options.vars,
-        };
         let hook = render(&scope, &node.name, &node.path, hook, incremental)?.sql;
+        // A hook inside `{% if … %}` may render to nothing this time.
+        if hook.trim().is_empty() {
+            continue;
+        }
         let site = SqlSite { sql: &hook, ..site };
         materialize::run(&mut conn, &site, &hook).await?;
     }
@@ -417,48 +454,174 @@ async fn run_test(
     node: &Node,
     spec: &TestSpec,
     severity: Severity,
-) -> Result<(Status, Option<u64>), ModelError> {
+) -> Result<TestOutcome, ModelError> {
     let plan = &context.plan;
-    let query = match spec {
-        TestSpec::Singular { sql } => TestQuery {
-            sql: sql.clone(),
-            values: None,
-        },
-        TestSpec::Generic(test) => {
-            let model = Relation::new(plan.schema.clone(), test.model.clone());
-            let to = match &test.kind {
-                GenericKind::Relationships { to, .. } => Some(match to {
-                    RelationRef::Ref(name) => Relation::new(plan.schema.clone(), name.clone()),
-                    RelationRef::Source(source, table) => {
-                        let found = &plan.project.sources[&(source.clone(), table.clone())];
-                        Relation::new(found.schema.clone(), found.identifier.clone())
+    let options = &context.options;
+    // What the test may read by `loaded_at_field` (see `data_tests`): the model a generic
+    // test is declared on, the `changed_rows()` of a singular test.
+    let scoped: Vec<(Relation, String)> = match spec {
+        TestSpec::Generic(test) => vec![Relation::new(plan.schema.clone(), test.model.clone())],
+        TestSpec::Singular { changed, .. } => changed.clone(),
+    }
+    .into_iter()
+    .filter_map(|relation| {
+        let field = loaded_at_field(&plan.nodes, &plan.schema, &relation)?.to_string();
+        Some((relation, field))
+    })
+    .collect();
+    let query =
+        |changed: Option<&BTreeMap<Relation, ChangedRows>>| -> Result<TestQuery, ModelError> {
+            Ok(match spec {
+                TestSpec::Singular { sql, .. } if changed.is_none() => TestQuery {
+                    sql: sql.clone(),
+                    values: None,
+                },
+                TestSpec::Singular { template, .. } => {
+                    let scope = RenderScope {
+                        schema: &plan.schema,
+                        nodes: &context.names,
+                        sources: &plan.project.sources,
+                        vars: &options.vars,
+                        changed,
+                    };
+                    TestQuery {
+                        sql: render(&scope, &node.name, &node.path, template, false)?.sql,
+                        values: None,
                     }
-                }),
-                _ => None,
-            };
-            generic_query(test, &model, to.as_ref())
-        }
-    };
-    let site = SqlSite {
-        what: "test",
-        name: &node.name,
-        file: &node.path,
-        sql: &query.sql,
-        compiled: None,
-    };
+                }
+                TestSpec::Generic(test) => {
+                    let model = Relation::new(plan.schema.clone(), test.model.clone());
+                    let to = match &test.kind {
+                        GenericKind::Relationships { to, .. } => Some(match to {
+                            RelationRef::Ref(name) => {
+                                Relation::new(plan.schema.clone(), name.clone())
+                            }
+                            RelationRef::Source(source, table) => {
+                                let found = &plan.project.sources[&(source.clone(), table.clone())];
+                                Relation::new(found.schema.clone(), found.identifier.clone())
+                            }
+                        }),
+                        _ => None,
+                    };
+                    generic_query(
+                        test,
+                        &model,
+                        to.as_ref(),
+                        changed.and_then(|c| c.get(&model)),
+                    )
+                }
+            })
+        };
+    let every_row = query(None)?;
     let mut conn = context
         .pool
         .acquire()
         .await
         .map_err(ModelError::database("getting a connection"))?;
+
+    let mut coverage = None;
+    let mut changed = BTreeMap::new();
+    if !scoped.is_empty() {
+        let model_sql = |relation: &Relation| {
+            plan.nodes
+                .iter()
+                .find_map(|n| match &n.spec {
+                    NodeSpec::Model { rendered, .. } if n.name == relation.name => {
+                        Some(rendered.sql.as_str())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let definition = definition_hash(
+            &every_row,
+            scoped
+                .iter()
+                .map(|(relation, field)| (relation, field.as_str(), model_sql(relation))),
+        );
+        let previous = if options.test_scope == TestScope::Changed && !options.full_refresh {
+            last_pass_watermarks(&mut conn, &node.name, &definition)
+                .await
+                .map_err(|e| test_site(node, "").error("", e))?
+        } else {
+            None
+        };
+        let lookback =
+            chrono::Duration::from_std(options.test_lookback).unwrap_or(chrono::Duration::MAX);
+        let mut watermarks = Watermarks::new();
+        for (relation, field) in &scoped {
+            let before = previous
+                .as_ref()
+                .and_then(|p| p.get(&relation.display_name()).copied());
+            let since = before.map(|mark| ChangedRows {
+                field: field.clone(),
+                since: mark.checked_sub_signed(lookback).unwrap_or(mark),
+            });
+            // Read before the test, so that the test sees at least what the mark covers.
+            let seen = high_water(&mut conn, relation, field, since.as_ref())
+                .await
+                .map_err(|e| test_site(node, "").error("", e))?;
+            if let Some(mark) = seen.max(before) {
+                watermarks.insert(relation.display_name(), mark);
+            }
+            if let Some(rows) = since {
+                changed.insert(relation.clone(), rows);
+            }
+        }
+        // Scoped only when every relation it can scope has a mark to start from.
+        if changed.len() < scoped.len() {
+            changed.clear();
+        }
+        coverage = Some(TestCoverage {
+            since: changed.values().map(|rows| rows.since).min(),
+            watermarks,
+            definition,
+        });
+    }
+    let query = if changed.is_empty() {
+        every_row
+    } else {
+        let scoped = query(Some(&changed))?;
+        // `unique` has a second shape; the planner picks (see `unique_per_value_query`).
+        let per_value = match spec {
+            TestSpec::Generic(test) => changed.values().next().and_then(|rows| {
+                unique_per_value_query(
+                    test,
+                    &Relation::new(plan.schema.clone(), test.model.clone()),
+                    rows,
+                )
+            }),
+            TestSpec::Singular { .. } => None,
+        };
+        match per_value {
+            Some(per_value) => {
+                let scoped_cost = plan_cost(&mut conn, &scoped)
+                    .await
+                    .map_err(|e| test_site(node, &scoped.sql).error("", e))?;
+                let per_value_cost = plan_cost(&mut conn, &per_value)
+                    .await
+                    .map_err(|e| test_site(node, &per_value.sql).error("", e))?;
+                if per_value_cost < scoped_cost {
+                    per_value
+                } else {
+                    scoped
+                }
+            }
+            None => scoped,
+        }
+    };
     let failures = count_failures(&mut conn, &query)
         .await
-        .map_err(|e| site.error(&count_statement(&query), e))?;
+        .map_err(|e| test_site(node, &query.sql).error(&count_statement(&query), e))?;
     let failures = u64::try_from(failures).unwrap_or_default();
     let status = match (failures, severity) {
         (0, _) => Status::Pass,
         (_, Severity::Warn) => Status::Warn,
         (_, Severity::Error) => Status::Fail,
     };
-    Ok((status, Some(failures)))
+    Ok(TestOutcome {
+        status,
+        failures,
+        coverage,
+    })
 }

@@ -138,17 +138,25 @@ pub async fn is_incremental(
     Ok(ddl::relation_kind(conn, target).await? == Some(RelationKind::Table))
 }
 
-/// Builds `target` from `sql` (already rendered with the right `is_incremental()`).
-/// `swap_lock` serialises swaps within this process (two swaps recreating the same dependent
-/// view could otherwise deadlock).
+/// Builds `target` from `sql` (already rendered with the right `is_incremental()`), after the
+/// rendered `sql_header` if any. `swap_lock` serialises swaps within this process (two swaps
+/// recreating the same dependent view could otherwise deadlock).
 pub async fn materialize(
     conn: &mut PgConnection,
     config: &ModelConfig,
     target: &Relation,
     site: &SqlSite<'_>,
+    header: Option<&str>,
     incremental: bool,
     swap_lock: &tokio::sync::Mutex<()>,
 ) -> Result<Built, ModelError> {
+    // Sent with the statement it precedes, in one query string: one (implicit) transaction,
+    // so that `set local` lasts for that statement.
+    let header = header
+        .map(|h| h.trim().trim_end_matches(';').trim())
+        .filter(|h| !h.is_empty())
+        .map_or_else(String::new, |h| format!("{h};\n"));
+    let header = header.as_str();
     let sql = site.sql;
     let existing = ddl::relation_kind(conn, target)
         .await
@@ -171,13 +179,15 @@ pub async fn materialize(
                 .map_err(|e| site.error(&format!("CREATE VIEW {target} AS\n{sql}"), e))?;
             Ok(Built::default())
         }
-        Materialization::Table => build_table(conn, target, site, "", swap_lock).await,
+        Materialization::Table => build_table(conn, target, site, header, "", swap_lock).await,
         Materialization::Incremental if !incremental => {
-            build_table(conn, target, site, "", swap_lock).await
+            build_table(conn, target, site, header, "", swap_lock).await
         }
-        Materialization::Incremental => incremental_update(conn, config, target, site).await,
+        Materialization::Incremental => {
+            incremental_update(conn, config, target, site, header).await
+        }
         Materialization::Snapshot if existing == Some(RelationKind::Table) => {
-            snapshot_update(conn, config, target, site).await
+            snapshot_update(conn, config, target, site, header).await
         }
         Materialization::Snapshot => {
             let select = format!(
@@ -185,7 +195,7 @@ pub async fn materialize(
                  now() AS \"dbt_valid_from\",\n  NULL::timestamptz AS \"dbt_valid_to\"\nFROM (\n",
                 scd = scd_id(&config.unique_key, "etl_src")
             );
-            build_table(conn, target, site, &select, swap_lock).await
+            build_table(conn, target, site, header, &select, swap_lock).await
         }
     }
 }
@@ -204,6 +214,7 @@ async fn build_table(
     conn: &mut PgConnection,
     target: &Relation,
     site: &SqlSite<'_>,
+    header: &str,
     wrap_prefix: &str,
     swap_lock: &tokio::sync::Mutex<()>,
 ) -> Result<Built, ModelError> {
@@ -214,7 +225,7 @@ async fn build_table(
     } else {
         format!("{wrap_prefix}{}\n) AS etl_src", site.sql)
     };
-    let statement = format!("CREATE TABLE {tmp} AS\n{body}");
+    let statement = format!("{header}CREATE TABLE {tmp} AS\n{body}");
     let rows = run(conn, site, &statement).await?;
     let _guard = swap_lock.lock().await;
     if let Err(e) = ddl::swap(conn, target, Replacement::RenameFrom(&tmp)).await {
@@ -233,13 +244,14 @@ async fn incremental_update(
     config: &ModelConfig,
     target: &Relation,
     site: &SqlSite<'_>,
+    header: &str,
 ) -> Result<Built, ModelError> {
     let mut tx = sqlx::Connection::begin(&mut *conn)
         .await
         .map_err(|e| site.error("", e))?;
     let tmp = Relation::new("pg_temp", format!("{}__etl_incr", target.name));
     let statement = format!(
-        "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}",
+        "{header}CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}",
         quote_ident(&tmp.name),
         site.sql
     );
@@ -308,13 +320,14 @@ async fn snapshot_update(
     config: &ModelConfig,
     target: &Relation,
     site: &SqlSite<'_>,
+    header: &str,
 ) -> Result<Built, ModelError> {
     let mut tx = sqlx::Connection::begin(&mut *conn)
         .await
         .map_err(|e| site.error("", e))?;
     let tmp = Relation::new("pg_temp", format!("{}__etl_snap", target.name));
     let statement = format!(
-        "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}",
+        "{header}CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}",
         quote_ident(&tmp.name),
         site.sql
     );

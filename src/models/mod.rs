@@ -28,6 +28,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 pub use config::{Materialization, ModelConfig, Severity};
+pub use data_tests::TestScope;
 pub use error::ModelError;
 pub use plan::{GraphFormat, NodeKind, Plan, plan};
 pub use results::{NodeResult, RunSummary, Status};
@@ -38,6 +39,8 @@ pub const DEFAULT_MODELS_DIR: &str = "models";
 pub const DEFAULT_TARGET_DIR: &str = "target";
 /// Where models and seeds build (DESIGN §5).
 pub const DEFAULT_SCHEMA: &str = "analytics";
+/// See [`BuildOptions::test_lookback`]; the models' `incremental_lookback` defaults to the same.
+pub const DEFAULT_TEST_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -55,6 +58,12 @@ pub struct BuildOptions {
     pub target_dir: Option<PathBuf>,
     /// The schema models and seeds build into.
     pub schema: String,
+    /// Which rows data tests check: everything (dbt's way, the default), or on models with a
+    /// `loaded_at_field`, the rows loaded since the test last passed.
+    pub test_scope: TestScope,
+    /// With `TestScope::Changed`: how far before the rows a test last checked it starts again,
+    /// for loads that committed out of order (as `incremental_lookback` does for the models).
+    pub test_lookback: std::time::Duration,
 }
 
 impl Default for BuildOptions {
@@ -68,6 +77,8 @@ impl Default for BuildOptions {
             vars: BTreeMap::new(),
             target_dir: None,
             schema: DEFAULT_SCHEMA.to_string(),
+            test_scope: TestScope::All,
+            test_lookback: DEFAULT_TEST_LOOKBACK,
         }
     }
 }

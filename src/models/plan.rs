@@ -41,6 +41,10 @@ pub enum TestSpec {
     /// A `tests/*.sql` file, rendered; it fails when its query returns rows.
     Singular {
         sql: String,
+        /// The file's template, rendered again when `changed_rows()` reads fewer rows.
+        template: String,
+        /// The relations it reads through `changed_rows()`: models with a `loaded_at_field`.
+        changed: Vec<Relation>,
     },
 }
 
@@ -241,6 +245,7 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         nodes: &names,
         sources: &project.sources,
         vars: &options.vars,
+        changed: None,
     };
 
     let mut nodes: Vec<Node> = Vec::new();
@@ -371,12 +376,18 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
             tags: config.tags.clone(),
             relation: None,
             spec: NodeSpec::Test {
-                spec: TestSpec::Singular { sql: rendered.sql },
+                spec: TestSpec::Singular {
+                    sql: rendered.sql,
+                    template: test.sql.clone(),
+                    changed: rendered.changed.into_iter().collect(),
+                },
                 severity: config.severity,
                 attached: test_refs.into_iter().collect(),
             },
         });
     }
+
+    check_changed_rows(&nodes, &options.schema)?;
 
     // Lineage. A ref to a disabled model is an unknown ref.
     let index: BTreeMap<&str, usize> = nodes
@@ -420,6 +431,49 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         order,
         run_parents,
         schema: options.schema.clone(),
+    })
+}
+
+/// `changed_rows()` reads a model by its `loaded_at_field`, so it must have one.
+fn check_changed_rows(nodes: &[Node], schema: &str) -> Result<(), ModelError> {
+    for node in nodes {
+        let NodeSpec::Test {
+            spec: TestSpec::Singular { changed, .. },
+            ..
+        } = &node.spec
+        else {
+            continue;
+        };
+        for relation in changed {
+            if loaded_at_field(nodes, schema, relation).is_none() {
+                return Err(ModelError::BadConfig {
+                    model: node.name.clone(),
+                    file: node.path.clone(),
+                    message: format!(
+                        "changed_rows({}) needs a model with a loaded_at_field config",
+                        relation.display_name()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `loaded_at_field` of the model built at `relation`, if it has one.
+pub fn loaded_at_field<'a>(
+    nodes: &'a [Node],
+    schema: &str,
+    relation: &Relation,
+) -> Option<&'a str> {
+    if relation.schema != schema {
+        return None;
+    }
+    nodes.iter().find_map(|n| match &n.spec {
+        NodeSpec::Model { config, .. } if n.name == relation.name => {
+            config.loaded_at_field.as_deref()
+        }
+        _ => None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Rendering a model's Jinja with dbt's vocabulary (minijinja): `config`, `ref`, `source`,
-//! `this`, `is_incremental`, `var`, `env_var`.
+//! `this`, `is_incremental`, `var`, `env_var`; and for tests `changed_rows(ref('m'))`, the rows
+//! of `m` a test checks with `--test-scope changed` (see [`super::data_tests`]).
 //!
 //! Rendering also records what the model referenced, which is how the DAG is found. Because a
 //! `ref` inside a branch that did not render (`{% if is_incremental() %}`) would be missed, the
@@ -9,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
 
 use minijinja::value::{Kwargs, Object};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
@@ -82,6 +85,36 @@ pub struct RenderScope<'a> {
     pub nodes: &'a BTreeSet<String>,
     pub sources: &'a BTreeMap<(String, String), SourceTable>,
     pub vars: &'a BTreeMap<String, serde_json::Value>,
+    /// What `changed_rows(rel)` reads for each relation; a relation not here (and every
+    /// relation when none) is read whole.
+    pub changed: Option<&'a BTreeMap<Relation, ChangedRows>>,
+}
+
+/// The rows of a relation loaded after `since`, by its `loaded_at_field`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedRows {
+    pub field: String,
+    pub since: DateTime<Utc>,
+}
+
+impl ChangedRows {
+    /// `(SELECT * FROM rel WHERE "field" > '…'::timestamptz)`: a subquery, to be aliased.
+    pub fn subquery(&self, relation: &Relation) -> String {
+        format!(
+            "(SELECT * FROM {relation} WHERE {} > {})",
+            quote_ident(&self.field),
+            self.since_literal()
+        )
+    }
+
+    /// `since` as an SQL literal (formatted here, not taken from any input).
+    pub fn since_literal(&self) -> String {
+        format!(
+            "'{}'::timestamptz",
+            self.since
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )
+    }
 }
 
 /// A rendered template and what it referred to.
@@ -91,6 +124,8 @@ pub struct Rendered {
     pub config: RawConfig,
     pub refs: BTreeSet<String>,
     pub sources: BTreeSet<(String, String)>,
+    /// The relations passed to `changed_rows()`.
+    pub changed: BTreeSet<Relation>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +133,7 @@ struct Capture {
     config: RawConfig,
     refs: BTreeSet<String>,
     sources: BTreeSet<(String, String)>,
+    changed: BTreeSet<Relation>,
     failure: Option<Failure>,
 }
 
@@ -196,6 +232,26 @@ pub fn render(
     }
     env.add_function("is_incremental", move || is_incremental);
     {
+        let capture = capture.clone();
+        let changed = scope.changed.cloned();
+        env.add_function(
+            "changed_rows",
+            move |relation: Value| -> Result<Value, Error> {
+                let Some(found) = relation.downcast_object_ref::<Relation>() else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        "changed_rows() takes a relation: changed_rows(ref('model'))",
+                    ));
+                };
+                lock(&capture).changed.insert(found.clone());
+                Ok(match changed.as_ref().and_then(|c| c.get(found)) {
+                    Some(rows) => Value::from_safe_string(rows.subquery(found)),
+                    None => relation.clone(),
+                })
+            },
+        );
+    }
+    {
         let vars = scope.vars.clone();
         env.add_function(
             "var",
@@ -238,6 +294,7 @@ pub fn render(
             config: std::mem::take(&mut capture.config),
             refs: std::mem::take(&mut capture.refs),
             sources: std::mem::take(&mut capture.sources),
+            changed: std::mem::take(&mut capture.changed),
         }),
         Err(error) => {
             let line = error.line().unwrap_or(0);
@@ -433,6 +490,7 @@ mod tests {
             nodes: &nodes,
             sources: &sources,
             vars: &vars,
+            changed: None,
         };
         let template = "{{ config(materialized='incremental', unique_key=['x','y'], tags=['t']) }}\n\
             select * from {{ ref('a') }} join {{ source('raw', 't') }} using (id)\n\
@@ -461,6 +519,7 @@ mod tests {
             nodes: &nodes,
             sources: &sources,
             vars: &vars,
+            changed: None,
         };
         let err = render(
             &scope,

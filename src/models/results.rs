@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::ModelError;
 use super::config::Severity;
+use super::data_tests::Watermarks;
 use super::plan::NodeKind;
 
 const INSERT_MODEL_RUN: &str = include_str!("sql/insert_model_run.sql");
@@ -85,9 +86,22 @@ pub struct NodeResult {
     pub model: Option<String>,
     pub column: Option<String>,
     pub message: Option<String>,
+    /// For tests that read a model by its `loaded_at_field`: which rows they checked.
+    pub coverage: Option<TestCoverage>,
     pub started_at: DateTime<Utc>,
     #[serde(with = "seconds")]
     pub duration: Duration,
+}
+
+/// Which rows a test checked, and what the next `--test-scope changed` run starts from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestCoverage {
+    /// Only rows loaded after this were checked; none: every row.
+    pub since: Option<DateTime<Utc>>,
+    /// The latest `loaded_at_field` value seen, by relation (`schema.name`).
+    pub watermarks: Watermarks,
+    /// The hash the marks belong to (see `data_tests::definition_hash`).
+    pub definition: String,
 }
 
 impl Serialize for NodeKind {
@@ -321,6 +335,21 @@ pub async fn record(pool: &PgPool, run_id: Uuid, result: &NodeResult) -> Result<
                 .bind(&result.message)
                 .bind(result.started_at)
                 .bind(finished_at)
+                .bind(
+                    result.coverage.as_ref().map(
+                        |c| {
+                            if c.since.is_some() { "changed" } else { "all" }
+                        },
+                    ),
+                )
+                .bind(result.coverage.as_ref().and_then(|c| c.since))
+                .bind(
+                    result
+                        .coverage
+                        .as_ref()
+                        .map(|c| sqlx::types::Json(c.watermarks.clone())),
+                )
+                .bind(result.coverage.as_ref().map(|c| c.definition.clone()))
                 .execute(pool)
                 .await
                 .map_err(ModelError::database(
@@ -350,6 +379,7 @@ mod tests {
             model: None,
             column: None,
             message: None,
+            coverage: None,
             started_at: Utc::now(),
             duration: Duration::from_millis(420),
         };

@@ -12,7 +12,7 @@ use etl::domain::user::UserRecord;
 use etl::generate::files::write_month;
 use etl::generate::monthly::{Month, MonthlyOptions};
 use etl::generate::stream::{EventClock, StreamOptions};
-use etl::models::BuildOptions;
+use etl::models::{BuildOptions, RunSummary, TestScope};
 use indicatif::ProgressBar;
 use rust_decimal::{Decimal, RoundingStrategy};
 use tempfile::TempDir;
@@ -140,22 +140,26 @@ fn models_dir() -> PathBuf {
 /// Builds every model and runs every data test; fails the test on any model error or failing
 /// test of this run (warnings allowed). Returns the run's id.
 async fn build(db: &TestDb, full_refresh: bool) -> Uuid {
-    etl::models::build(
+    build_with(db, full_refresh, BuildOptions::default())
+        .await
+        .run_id
+}
+
+/// [`build`] with other options (vars, test scope); the models folder and threads are ours.
+/// Returns the run's summary.
+async fn build_with(db: &TestDb, full_refresh: bool, options: BuildOptions) -> RunSummary {
+    let summary = etl::models::build(
         &db.pool,
         &BuildOptions {
             models_dir: models_dir(),
             full_refresh,
             threads: 2,
-            ..Default::default()
+            ..options
         },
     )
     .await
     .unwrap_or_else(|e| panic!("building the models: {e}"));
-    let run_id: Uuid =
-        sqlx::query_scalar("SELECT run_id FROM etl.model_runs ORDER BY id DESC LIMIT 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let run_id = summary.run_id;
     let failed_models: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT model, message FROM etl.model_runs WHERE run_id = $1 AND status <> 'success'",
     )
@@ -179,7 +183,7 @@ async fn build(db: &TestDb, full_refresh: bool) -> Uuid {
         failed_tests.is_empty(),
         "data tests failed: {failed_tests:#?}"
     );
-    run_id
+    summary
 }
 
 /// Valid, scored stream rows over `users` (5 % orphans), events spread over January–March 2025,
@@ -475,56 +479,213 @@ async fn an_incremental_run_after_new_rows_equals_a_full_refresh() {
     let later = stream.split_off(2_000);
     insert(&db, stream).await;
     build(&db, true).await;
-    let unknown_before: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM analytics.fct_transactions WHERE user_key = -1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let unknown_before = unknown_member_rows(&db).await;
 
     // New rows of every kind: a month of users (new and restated) and batch transactions, more
     // stream traffic, and a stream row for a transaction the batch files already had.
     files.land(&db, 3).await;
     insert(&db, later).await;
-    let (batch_tx, batch_user): (Uuid, Uuid) = sqlx::query_as(
-        "SELECT tx_id, user_id FROM public.transactions_batch_raw ORDER BY source_file, source_line LIMIT 1",
+    let batch_tx = supersede_a_batch_row(&db).await;
+    build(&db, false).await;
+
+    assert!(
+        unknown_member_rows(&db).await < unknown_before,
+        "March's users resolve"
+    );
+    assert_eq!(source_system_of(&db, batch_tx).await, "streaming_kafka");
+    assert_incremental_equals_full_refresh(&db).await;
+}
+
+/// Without a lookback and with a few changes only, the incremental run reads only what changed
+/// (a lookback re-reads all this test landed, and a month of restated users re-resolves most
+/// transactions), so each model's narrow path is what gets compared: the days, users and
+/// merchant-days that changed, the rolling windows after them, the moving 30-day window of
+/// top_spenders, a transaction that moves to another day, one user restated, one arriving late.
+/// Its data tests check the new rows only (--test-scope changed), and pass.
+#[tokio::test]
+async fn a_narrow_incremental_run_without_lookback_equals_a_full_refresh() {
+    let db = TestDb::migrated().await;
+    let files = Files::generate(3);
+    for m in 1..=3 {
+        files.land(&db, m).await;
+    }
+    let mut stream = stream_rows(&files.user_ids(), 3_000, SEED);
+    let later = stream.split_off(2_000);
+    insert(&db, stream).await;
+    build(&db, true).await;
+    let (fct_before, dates_before): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM analytics.fct_transactions), \
+                (SELECT count(*) FROM analytics.fct_daily_transactions)",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
+
+    // Landed after the first build: the last third of the stream (March), a stream row taking
+    // over a January batch row on another day, a transaction on April 20th (which moves the
+    // 30-day window by three weeks), an April file restating one user with another tier, and a
+    // February line for a user the stream already had (an orphan until now).
+    let now = Utc::now();
     insert(
         &db,
+        later
+            .into_iter()
+            .map(|row| SinkRow {
+                ingested_at: now,
+                ..row
+            })
+            .collect(),
+    )
+    .await;
+    let batch_tx = supersede_a_batch_row(&db).await;
+    // The latest event: three weeks into April, which moves the 30-day window by as much.
+    let first_user = files.user_ids()[0];
+    insert(
+        &db,
+        vec![sink_row(
+            first_user,
+            utc(NaiveDate::from_ymd_opt(2025, 4, 20).unwrap()),
+            12,
+            "approved",
+        )],
+    )
+    .await;
+    let copy_user = |source_file: &str, user_id: &str, tier: &str| {
+        format!(
+            "INSERT INTO public.users_raw (user_id, first_name, last_name, email, age, \
+                 income_bracket, customer_tier, risk_profile, city, state, country, \
+                 registration_date, preferred_categories, is_active, source_system, source_file, \
+                 source_line) \
+             SELECT {user_id}, first_name, last_name, email, age, income_bracket, {tier}, \
+                 risk_profile, city, state, country, registration_date, preferred_categories, \
+                 is_active, source_system, '{source_file}', 1 \
+             FROM public.users_raw ORDER BY source_file DESC, source_line LIMIT 1"
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(copy_user(
+        "user_registrations_2025_04.csv",
+        "user_id",
+        "CASE customer_tier WHEN 'gold' THEN 'silver' ELSE 'gold' END",
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let orphan: Uuid = sqlx::query_scalar(
+        "SELECT user_id FROM analytics.fct_transactions WHERE user_key = -1 \
+         ORDER BY user_id LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(copy_user(
+        "late/user_registrations_2025_02.csv",
+        &format!("'{orphan}'::uuid"),
+        "customer_tier",
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let summary = build_with(
+        &db,
+        false,
+        BuildOptions {
+            vars: [("incremental_lookback".to_string(), "0 seconds".into())]
+                .into_iter()
+                .collect(),
+            test_scope: TestScope::Changed,
+            test_lookback: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    let scoped = summary
+        .results
+        .iter()
+        .filter(|r| r.coverage.as_ref().is_some_and(|c| c.since.is_some()))
+        .count();
+    assert!(
+        scoped >= 30,
+        "only {scoped} tests checked just the new rows"
+    );
+
+    // Narrow indeed: about a third of the facts and a third of the days written again.
+    let written = |model: &str| {
+        summary
+            .results
+            .iter()
+            .find(|r| r.name == model)
+            .and_then(|r| r.rows)
+            .unwrap_or_else(|| panic!("{model} wrote no rows"))
+    };
+    assert!(
+        (written("fct_transactions") as i64) < fct_before / 2,
+        "fct_transactions wrote {} of {fct_before} rows",
+        written("fct_transactions")
+    );
+    assert!(
+        (written("fct_daily_transactions") as i64) < dates_before,
+        "fct_daily_transactions wrote {} of {dates_before} rows",
+        written("fct_daily_transactions")
+    );
+    let (orphan_rows, still_unknown): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE user_key = -1) \
+         FROM analytics.fct_transactions WHERE user_id = $1",
+    )
+    .bind(orphan)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(orphan_rows > 0);
+    assert_eq!(still_unknown, 0, "the late user's transactions resolve");
+    assert_eq!(source_system_of(&db, batch_tx).await, "streaming_kafka");
+    assert_incremental_equals_full_refresh(&db).await;
+}
+
+async fn unknown_member_rows(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM analytics.fct_transactions WHERE user_key = -1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn source_system_of(db: &TestDb, tx_id: Uuid) -> String {
+    sqlx::query_scalar("SELECT source_system FROM analytics.fct_transactions WHERE tx_id = $1")
+        .bind(tx_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Lands a declined stream row for the first batch transaction, on another day (January 1st,
+/// 5:00) than the batch row's; returns its tx_id.
+async fn supersede_a_batch_row(db: &TestDb) -> Uuid {
+    let (batch_tx, batch_user, batch_time): (Uuid, Uuid, DateTime<Utc>) = sqlx::query_as(
+        "SELECT tx_id, user_id, \"timestamp\" FROM public.transactions_batch_raw \
+         ORDER BY source_file, source_line LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let moved_to = utc(month(1).first_day()) + Duration::hours(5);
+    assert_ne!(batch_time.date_naive(), moved_to.date_naive());
+    insert(
+        db,
         vec![SinkRow {
             tx_id: batch_tx,
-            ..sink_row(
-                batch_user,
-                utc(month(1).first_day()) + Duration::hours(5),
-                77,
-                "declined",
-            )
+            ..sink_row(batch_user, moved_to, 77, "declined")
         }],
     )
     .await;
-    build(&db, false).await;
+    batch_tx
+}
 
-    let (unknown_after, source): (i64, String) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM analytics.fct_transactions WHERE user_key = -1), \
-                (SELECT source_system FROM analytics.fct_transactions WHERE tx_id = $1)",
-    )
-    .bind(batch_tx)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert!(
-        unknown_after < unknown_before,
-        "March's users resolve ({unknown_before} → {unknown_after})"
-    );
-    assert_eq!(source, "streaming_kafka", "the stream row wins");
-
+/// Copies every analytics table, rebuilds everything with --full-refresh, and compares.
+async fn assert_incremental_equals_full_refresh(db: &TestDb) {
     sqlx::raw_sql("CREATE SCHEMA incremental")
         .execute(&db.pool)
         .await
         .unwrap();
-    let tables = analytics_tables(&db).await;
+    let tables = analytics_tables(db).await;
     assert!(tables.contains(&"fct_transactions".to_string()));
     for table in &tables {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -534,7 +695,7 @@ async fn an_incremental_run_after_new_rows_equals_a_full_refresh() {
         .await
         .unwrap();
     }
-    build(&db, true).await;
+    build(db, true).await;
     for table in &tables {
         let (only_incremental, only_full, rows): (i64, i64, i64) =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -921,3 +921,237 @@ async fn the_scheduler_goes_on_after_a_failed_run() {
         3
     );
 }
+
+#[tokio::test]
+async fn sql_header_runs_with_the_statement_that_computes_the_rows() {
+    let db = TestDb::migrated().await;
+    exec(
+        &db.pool,
+        "CREATE TABLE public.events (id bigint, value text, updated_at timestamptz);
+         INSERT INTO public.events VALUES (1, 'a', '2025-01-01')",
+    )
+    .await;
+    let header = "sql_header=\"set local work_mem = '7MB'\"";
+    let dir = project(&[
+        ("sources.yml", SOURCES),
+        (
+            "t.sql",
+            &format!(
+                "{{{{ config(materialized='table', {header}) }}}}\n\
+                 select id, current_setting('work_mem') as work_mem from {{{{ source('raw', 'events') }}}}"
+            ),
+        ),
+        (
+            "inc.sql",
+            &format!(
+                "{{{{ config(materialized='incremental', unique_key='id', {header}) }}}}\n\
+                 select id, current_setting('work_mem') as work_mem from {{{{ source('raw', 'events') }}}}\n\
+                 {{% if is_incremental() %}}where id > (select max(id) from {{{{ this }}}}){{% endif %}}"
+            ),
+        ),
+        // Reads the setting after the other two: `set local` did not outlive their builds.
+        (
+            "after.sql",
+            "{{ config(materialized='table') }}\n\
+             select current_setting('work_mem') as work_mem from {{ ref('t') }}, {{ ref('inc') }} limit 1",
+        ),
+    ]);
+    let options = BuildOptions {
+        threads: 1,
+        ..options(&dir)
+    };
+    let first = build(&db.pool, &options).await.unwrap();
+    assert!(first.success(), "{}", first.table());
+    exec(
+        &db.pool,
+        "INSERT INTO public.events VALUES (2, 'b', '2025-01-02')",
+    )
+    .await;
+    let second = build(&db.pool, &options).await.unwrap();
+    assert!(second.success(), "{}", second.table());
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT 't', work_mem FROM analytics.t UNION ALL SELECT 'inc ' || id, work_mem FROM analytics.inc \
+         UNION ALL SELECT 'after', work_mem FROM analytics.after ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let default: String = sqlx::query_scalar("SELECT current_setting('work_mem')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(default, "7MB");
+    assert_eq!(
+        settings,
+        vec![
+            ("after".to_string(), default),
+            ("inc 1".to_string(), "7MB".to_string()),
+            ("inc 2".to_string(), "7MB".to_string()),
+            ("t".to_string(), "7MB".to_string()),
+            ("t".to_string(), "7MB".to_string()),
+        ]
+    );
+}
+
+/// A model with a `loaded_at_field` and tests on it, generic and singular.
+fn scoped_tests_project(accepted: &str) -> TempDir {
+    project(&[
+        ("sources.yml", SOURCES),
+        (
+            "events_clean.sql",
+            "{{ config(materialized='view', loaded_at_field='updated_at') }}\n\
+             select id, value, updated_at from {{ source('raw', 'events') }}",
+        ),
+        (
+            "schema.yml",
+            &format!(
+                "version: 2\nmodels:\n  - name: events_clean\n    columns:\n      - name: id\n        tests: [unique]\n      - name: value\n        tests:\n          - not_null\n          - accepted_values:\n              values: [{accepted}]\n"
+            ),
+        ),
+        (
+            "tests/no_negative_ids.sql",
+            "select id from {{ changed_rows(ref('events_clean')) }} as e where id < 0",
+        ),
+    ])
+}
+
+async fn test_results(pool: &PgPool, run_id: uuid::Uuid) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT test_name, status, scope FROM etl.test_results WHERE run_id = $1 ORDER BY test_name",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
+    let db = TestDb::migrated().await;
+    exec(
+        &db.pool,
+        "CREATE TABLE public.events (id bigint, value text, updated_at timestamptz);
+         INSERT INTO public.events VALUES (1, 'a', '2025-01-01'), (2, 'b', '2025-01-02')",
+    )
+    .await;
+    let dir = scoped_tests_project("'a', 'b'");
+    let changed = BuildOptions {
+        test_scope: models::TestScope::Changed,
+        test_lookback: Duration::ZERO,
+        ..options(&dir)
+    };
+    // No mark yet: everything is checked, and the marks are recorded.
+    let first = build(&db.pool, &changed).await.unwrap();
+    assert!(first.success(), "{}", first.table());
+    let scopes: Vec<Option<String>> = test_results(&db.pool, first.run_id)
+        .await
+        .into_iter()
+        .map(|(_, _, scope)| scope)
+        .collect();
+    assert_eq!(scopes, vec![Some("all".to_string()); 4]);
+
+    // Bad rows from before the marks are not what a changed-scope run looks at; a new bad
+    // row is, including a duplicate of an old id (compared with every row).
+    exec(
+        &db.pool,
+        "INSERT INTO public.events VALUES (-7, NULL, '2024-12-31');
+         INSERT INTO public.events VALUES (2, 'c', '2025-01-03')",
+    )
+    .await;
+    let second = build(&db.pool, &changed).await.unwrap();
+    let results = test_results(&db.pool, second.run_id).await;
+    assert_eq!(
+        results,
+        vec![
+            (
+                "accepted_values_events_clean_value".to_string(),
+                "fail".to_string(),
+                Some("changed".to_string())
+            ),
+            (
+                "no_negative_ids".into(),
+                "pass".into(),
+                Some("changed".into())
+            ),
+            (
+                "not_null_events_clean_value".into(),
+                "pass".into(),
+                Some("changed".into())
+            ),
+            (
+                "unique_events_clean_id".into(),
+                "fail".into(),
+                Some("changed".into())
+            ),
+        ]
+    );
+    assert_eq!(
+        second.get("unique_events_clean_id").unwrap().failures,
+        Some(1)
+    );
+    assert!(
+        second
+            .get("unique_events_clean_id")
+            .unwrap()
+            .coverage
+            .as_ref()
+            .unwrap()
+            .since
+            .is_some()
+    );
+
+    // The failing tests start again from their last pass, so they fail again; every row is
+    // checked with the default scope, and after a change to a test's definition.
+    let third = build(&db.pool, &changed).await.unwrap();
+    assert_eq!(
+        third.status_of("unique_events_clean_id"),
+        Some(Status::Fail)
+    );
+    assert_eq!(
+        third.status_of("not_null_events_clean_value"),
+        Some(Status::Pass)
+    );
+    let all = build(&db.pool, &options(&dir)).await.unwrap();
+    let results = test_results(&db.pool, all.run_id).await;
+    assert!(
+        results
+            .iter()
+            .all(|(_, status, scope)| status == "fail" && scope.as_deref() == Some("all")),
+        "{results:?}"
+    );
+
+    // A test whose definition changed checks everything again; the others go on.
+    exec(
+        &db.pool,
+        "DELETE FROM public.events WHERE id = -7 OR value = 'c'",
+    )
+    .await;
+    let widened = scoped_tests_project("'a', 'b', 'c'");
+    let after_change = build(
+        &db.pool,
+        &BuildOptions {
+            models_dir: widened.path().to_path_buf(),
+            ..changed.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(after_change.success(), "{}", after_change.table());
+    let scopes: Vec<(String, Option<String>)> = test_results(&db.pool, after_change.run_id)
+        .await
+        .into_iter()
+        .map(|(name, _, scope)| (name, scope))
+        .collect();
+    assert_eq!(
+        scopes,
+        vec![
+            (
+                "accepted_values_events_clean_value".to_string(),
+                Some("all".to_string())
+            ),
+            ("no_negative_ids".into(), Some("changed".into())),
+            ("not_null_events_clean_value".into(), Some("changed".into())),
+            ("unique_events_clean_id".into(), Some("changed".into())),
+        ]
+    );
+}
