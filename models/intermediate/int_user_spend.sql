@@ -5,7 +5,7 @@
     tags=['intermediate'],
     sql_header='set local jit = off',
     post_hook=[
-        "create index if not exists int_user_spend_user_id_idx on {{ this }} (user_id)",
+        "create unique index if not exists int_user_spend_user_id_idx on {{ this }} (user_id)",
         "create index if not exists int_user_spend_window_idx on {{ this }} (first_event_in_window)",
     ]
 ) }}

@@ -1,7 +1,11 @@
 {{ config(
     materialized='table',
     tags=['marts'],
-    sql_header='set local jit = off'
+    sql_header='set local jit = off',
+    post_hook=[
+        "create unique index if not exists top_spenders_user_id_idx on {{ this }} (user_id)",
+        "create unique index if not exists top_spenders_user_key_idx on {{ this }} (user_key)",
+    ]
 ) }}
 
 -- Every known user (current dim_users version; not the unknown member) ranked by approved spend
@@ -16,6 +20,8 @@
 --   of users not yet in any file are not here until the user arrives.
 -- * The figures per user come from int_user_spend, which keeps them up to date without reading
 --   the whole fact table; only the ranks are computed here, over every user, each time.
+-- * One row per user and per user key, enforced by unique indexes (post_hook): the unique tests
+--   of schema.yml then pass without reading the table, and a duplicate fails the build.
 
 with latest as (
     select max(last_event_time) as latest_event_time

@@ -24,6 +24,12 @@
 //!
 //! What this does not see: a parent that loses keys older rows point at (relationships), and
 //! rows changed without a later `loaded_at_field`. A run with `All` (the default) checks those.
+//!
+//! # Unique indexes
+//!
+//! In either scope, a `unique` test on a column that a valid unique index of the table covers
+//! alone (not partial, not an expression) passes without reading the table: PostgreSQL refuses
+//! any duplicate, so a duplicate fails the build that writes it instead.
 
 use std::collections::BTreeMap;
 
@@ -220,6 +226,21 @@ pub fn unique_per_value_query(
         ),
         values: None,
     })
+}
+
+/// The unique index that makes `column` of `relation` unique, if there is one (a table's, see
+/// `sql/unique_index.sql`): a `unique` test on it then passes without reading a row.
+pub async fn unique_index(
+    conn: &mut PgConnection,
+    relation: &Relation,
+    column: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(include_str!("sql/unique_index.sql"))
+        .bind(&relation.schema)
+        .bind(&relation.name)
+        .bind(column)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The planner's total cost of counting a test's failing rows (EXPLAIN, nothing runs).

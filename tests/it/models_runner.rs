@@ -1155,3 +1155,70 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_unique_test_passes_on_a_unique_index_without_reading_the_table() {
+    let db = TestDb::migrated().await;
+    exec(
+        &db.pool,
+        "CREATE TABLE public.events (id bigint, value text, updated_at timestamptz);
+         INSERT INTO public.events VALUES (1, 'a', '2025-01-01'), (1, 'b', '2025-01-02')",
+    )
+    .await;
+    let schema = "version: 2\nmodels:\n  - name: indexed\n    columns:\n      - name: id\n        tests: [unique]\n  - name: plain\n    columns:\n      - name: id\n        tests: [unique]\n";
+    let dir = project(&[
+        ("sources.yml", SOURCES),
+        ("schema.yml", schema),
+        (
+            "indexed.sql",
+            "{{ config(materialized='table', post_hook='create unique index if not exists indexed_id on {{ this }} (id)') }}\n\
+             select distinct id from {{ source('raw', 'events') }}",
+        ),
+        (
+            "plain.sql",
+            "{{ config(materialized='table') }}\nselect id from {{ source('raw', 'events') }}",
+        ),
+    ]);
+    let summary = build(&db.pool, &options(&dir)).await.unwrap();
+    let indexed = summary.get("unique_indexed_id").unwrap();
+    assert_eq!(indexed.status, Status::Pass);
+    assert_eq!(
+        indexed.message.as_deref(),
+        Some("guaranteed by the unique index analytics.indexed_id")
+    );
+    // Without the index the test reads the table, and finds the duplicate.
+    assert_eq!(summary.status_of("unique_plain_id"), Some(Status::Fail));
+
+    // A duplicate cannot get past the index: the build that would write it fails.
+    let duplicated = project(&[
+        ("sources.yml", SOURCES),
+        ("schema.yml", schema),
+        (
+            "indexed.sql",
+            "{{ config(materialized='table', post_hook='create unique index if not exists indexed_id on {{ this }} (id)') }}\n\
+             select id from {{ source('raw', 'events') }}",
+        ),
+        (
+            "plain.sql",
+            "{{ config(materialized='table') }}\nselect distinct id from {{ source('raw', 'events') }}",
+        ),
+    ]);
+    let summary = build(&db.pool, &options(&duplicated)).await.unwrap();
+    assert_eq!(summary.status_of("indexed"), Some(Status::Error));
+    assert!(
+        summary
+            .get("indexed")
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not create unique index"),
+        "{}",
+        summary.table()
+    );
+    assert_eq!(
+        summary.status_of("unique_indexed_id"),
+        Some(Status::Skipped)
+    );
+    assert_eq!(summary.status_of("unique_plain_id"), Some(Status::Pass));
+}
