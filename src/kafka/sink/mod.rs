@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -170,9 +170,16 @@ pub async fn run(
         metrics.sink.clone(),
     );
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
+    // A permit while the writer waits for a batch. A partial batch is handed over only then: while
+    // the writer is busy it keeps growing rather than queueing behind the batch being written.
+    let writer_idle = Arc::new(Semaphore::new(0));
+    let inbox = Inbox {
+        batches: batches_rx,
+        idle: writer_idle.clone(),
+    };
     let writer_task = tokio::spawn(write_batches(
         writer,
-        batches_rx,
+        inbox,
         consumer.clone(),
         options.clone(),
         metrics.clone(),
@@ -188,7 +195,16 @@ pub async fn run(
         )))?;
     info!(topic = %options.topic, group = %options.group, "sink started");
 
-    let consumed = read_batches(&consumer, &mut events, batches_tx, options, &metrics, &stop).await;
+    let consumed = read_batches(
+        &consumer,
+        &mut events,
+        batches_tx,
+        &writer_idle,
+        options,
+        &metrics,
+        &stop,
+    )
+    .await;
     stopping.store(true, Ordering::Relaxed);
     let written = writer_task.await.expect("the writer task does not panic");
     if let Some(watch) = caught_up_watch {
@@ -216,6 +232,7 @@ async fn read_batches(
     consumer: &SinkConsumer,
     events: &mut mpsc::UnboundedReceiver<Assignment>,
     batches: mpsc::Sender<Batch>,
+    writer_idle: &Semaphore,
     options: &SinkOptions,
     metrics: &Metrics,
     stop: &CancellationToken,
@@ -234,12 +251,23 @@ async fn read_batches(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // The writer stopped on an error: no batch will be written any more.
+            _ = batches.closed() => break,
             Some(event) = events.recv() => {
                 if let Assignment::Revoked(partitions) = event {
                     let dropped = batch.abandon(&partitions);
                     if dropped > 0 {
                         info!(dropped, ?partitions, "dropped messages of revoked partitions; their new owner reads them again");
                     }
+                }
+            }
+            // While the writer is busy a batch keeps growing whatever its age: shipping it would
+            // only queue it behind the batch being written. Checked before reading, so that a
+            // steady flood cannot keep an idle writer waiting.
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)),
+                if deadline.is_some() && writer_idle.available_permits() > 0 => {
+                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
+                    break;
                 }
             }
             message = consumer.recv() => match message {
@@ -252,14 +280,10 @@ async fn read_batches(
                 // Broker errors surface here while librdkafka reconnects by itself.
                 Err(err) => warn!(%err, "consumer error; librdkafka retries"),
             },
-            permit = batches.reserve(), if !batch.is_empty() => match permit {
-                Ok(permit) => {
-                    permit.send(std::mem::take(&mut batch));
-                    deadline = None;
+            idle = writer_idle.acquire(), if !batch.is_empty() => {
+                if let Ok(idle) = idle {
+                    idle.forget();
                 }
-                Err(_) => break,
-            },
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 if ship(&batches, &mut batch, &mut deadline).await.is_err() {
                     break;
                 }
@@ -281,11 +305,29 @@ async fn ship(
     batches.send(std::mem::take(batch)).await.map_err(|_| ())
 }
 
+/// The writer's end of the hand-over: it holds a permit on `idle` while it waits for a batch.
+struct Inbox {
+    batches: mpsc::Receiver<Batch>,
+    idle: Arc<Semaphore>,
+}
+
+impl Inbox {
+    async fn next(&mut self) -> Option<Batch> {
+        self.idle.add_permits(1);
+        let batch = self.batches.recv().await;
+        // Not used when a full batch was waiting already.
+        if let Ok(unused) = self.idle.try_acquire() {
+            unused.forget();
+        }
+        batch
+    }
+}
+
 /// The writer: each batch in one transaction, retried with capped exponential backoff while the
 /// error is transient. Kafka offsets are committed afterwards, only as a lag signal.
 async fn write_batches(
     mut writer: Writer,
-    mut batches: mpsc::Receiver<Batch>,
+    mut inbox: Inbox,
     consumer: Arc<SinkConsumer>,
     options: SinkOptions,
     metrics: Metrics,
@@ -294,7 +336,7 @@ async fn write_batches(
 ) -> Result<Written, SinkError> {
     let mut total = Written::default();
     let mut batch_count = 0usize;
-    while let Some(batch) = batches.recv().await {
+    while let Some(batch) = inbox.next().await {
         let written = write_retrying(&mut writer, &batch, &options, &metrics, &cancel).await?;
         batch_count += 1;
         if written.anomalies > 0 {
