@@ -67,7 +67,7 @@ impl Default for SinkOptions {
             group: "etl-sink".into(),
             dlq_topic: "transactions_error".into(),
             anomalies_topic: "anomalies".into(),
-            batch_size: 10_000,
+            batch_size: 50_000,
             batch_wait: Duration::from_millis(20),
             until_caught_up: false,
             stop_grace: Duration::from_secs(5),
