@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use super::broker::{BenchBroker, default_tansu_binary};
 use super::scratch::{
-    CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users, traffic, wait_for,
+    CpuReading, ScratchDb, bench_users, create_sink_topics, database_transport, insert_users,
+    traffic, wait_for,
 };
 use super::stats::Distribution;
 use super::{BenchError, build_profile, cpus, load_average, process_cpu_time, show_load};
@@ -99,6 +100,8 @@ pub struct E2eBenchReport {
     pub cpus: usize,
     pub load_average_at_start: Option<f64>,
     pub load_average_at_end: Option<f64>,
+    /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
+    pub database_transport: String,
     pub requested_rate: u32,
     pub duration_seconds: f64,
     pub sent: u64,
@@ -192,7 +195,7 @@ impl E2eBenchReport {
              PostgreSQL {}.\n\
              - Sink: default settings (batch_size {}, batch_wait {} ms); producer linger.ms {}; \
              {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; memory:// tansu.\n\
-             - Machine: {} CPUs, load average {} at start, {} at end. Started {}.\n",
+             - Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
             self.sent,
             self.achieved_rate,
             self.requested_rate,
@@ -215,6 +218,7 @@ impl E2eBenchReport {
             self.cpus,
             show_load(self.load_average_at_start),
             show_load(self.load_average_at_end),
+            self.database_transport,
             self.started_at,
         ));
         out
@@ -296,6 +300,7 @@ pub async fn run(
         cpus: cpus(),
         load_average_at_start,
         load_average_at_end: load_average(),
+        database_transport: database_transport(&options.database_url),
         requested_rate: options.rate,
         duration_seconds: options.duration.as_secs_f64(),
         sent: produced.summary.sent,
@@ -594,6 +599,7 @@ mod tests {
             cpus: 2,
             load_average_at_start: Some(1.0),
             load_average_at_end: Some(2.0),
+            database_transport: "tcp 127.0.0.1:5432".into(),
             requested_rate: 10_000,
             duration_seconds: 60.0,
             sent: 600_000,

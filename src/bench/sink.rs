@@ -35,8 +35,8 @@ use uuid::Uuid;
 
 use super::broker::{BenchBroker, default_tansu_binary};
 use super::scratch::{
-    Borrowed, CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users, traffic,
-    wait_for,
+    Borrowed, CpuReading, ScratchDb, bench_users, create_sink_topics, database_transport,
+    insert_users, traffic, wait_for,
 };
 use super::stats::{Distribution, median};
 use super::{BenchError, build_profile, cpus, load_average, process_cpu_time, show_load};
@@ -151,6 +151,8 @@ pub struct SinkBenchReport {
     pub cpus: usize,
     pub load_average_at_start: Option<f64>,
     pub load_average_at_end: Option<f64>,
+    /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
+    pub database_transport: String,
     pub messages: u64,
     pub valid_rows: u64,
     pub invalid: u64,
@@ -245,7 +247,7 @@ impl SinkBenchReport {
              into `LIKE transactions_sink INCLUDING ALL`, one transaction ({:.0} bytes/row).\n\
              - Sink: batch_size {}, batch_wait {} ms; {} partitions, {} users; pre-fill {:.0} msg/s \
              into a memory:// tansu.\n\
-             - Machine: {} CPUs, load average {} at start, {} at end. Started {}.\n",
+             - Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
             self.copy_bytes_per_row,
             self.batch_size,
             self.batch_wait_ms,
@@ -255,6 +257,7 @@ impl SinkBenchReport {
             self.cpus,
             show_load(self.load_average_at_start),
             show_load(self.load_average_at_end),
+            self.database_transport,
             self.started_at,
         ));
         out
@@ -402,6 +405,7 @@ pub async fn run(
         cpus: cpus(),
         load_average_at_start,
         load_average_at_end: load_average(),
+        database_transport: database_transport(&options.database_url),
         messages: options.count,
         valid_rows: traffic.valid,
         invalid: traffic.invalid,
@@ -741,6 +745,7 @@ mod tests {
             cpus: 2,
             load_average_at_start: Some(2.5),
             load_average_at_end: None,
+            database_transport: "tcp 127.0.0.1:5432".into(),
             messages: 1_000_000,
             valid_rows: 990_000,
             invalid: 10_000,

@@ -170,7 +170,8 @@ pub struct StreamBenchArgs {
     #[arg(long, env = "BENCH_ORPHAN_RATIO", default_value_t = 0.02)]
     pub orphan_ratio: f64,
     /// The sink's batch size (as --batch-size of kafka-to-postgres)
-    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 10_000,
+    #[arg(long, env = "SINK_BATCH_SIZE",
+          default_value_t = crate::kafka::sink::SinkOptions::default().batch_size as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// The sink's batch wait (as --batch-wait of kafka-to-postgres), e.g. 20ms

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
     /// Most messages per database transaction (a backed-up topic fills batches to this size)
-    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// Longest a batch waits to grow while the database is free, e.g. 20ms. A batch is written
     /// earlier when no further message is waiting, so this bounds latency under steady traffic

@@ -71,7 +71,7 @@ impl Default for SinkOptions {
             group: "etl-sink".into(),
             dlq_topic: "transactions_error".into(),
             anomalies_topic: "anomalies".into(),
-            batch_size: 10_000,
+            batch_size: 50_000,
             batch_wait: Duration::from_millis(20),
             until_caught_up: false,
             stop_grace: Duration::from_secs(5),
@@ -284,12 +284,23 @@ async fn read_batches(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // The writer stopped on an error: no batch will be written any more.
+            _ = batches.closed() => break,
             Some(event) = events.recv() => {
                 if let Assignment::Revoked(partitions) = event {
                     let dropped = batch.abandon(&partitions);
                     if dropped > 0 {
                         info!(dropped, ?partitions, "dropped messages of revoked partitions; their new owner reads them again");
                     }
+                }
+            }
+            // While the writer is busy a batch keeps growing whatever its age: shipping it would
+            // only queue it behind the batch being written. Checked before reading, so that a
+            // steady flood cannot keep an idle writer waiting.
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)),
+                if deadline.is_some() && writer_idle.available_permits() > 0 => {
+                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
+                    break;
                 }
             }
             message = consumer.recv() => match message {
@@ -306,11 +317,6 @@ async fn read_batches(
                 if let Ok(idle) = idle {
                     idle.forget();
                 }
-                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
-                    break;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 if ship(&batches, &mut batch, &mut deadline).await.is_err() {
                     break;
                 }
