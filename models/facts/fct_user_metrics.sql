@@ -7,6 +7,7 @@
     post_hook=[
         "create index if not exists fct_user_metrics_user_id_idx on {{ this }} (user_id)",
         "create index if not exists fct_user_metrics_last_event_idx on {{ this }} (last_event_time)",
+        "{% if not is_incremental() %}analyze {{ this }}{% endif %}",
     ]
 ) }}
 
