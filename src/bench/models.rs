@@ -27,6 +27,7 @@ use crate::domain::transaction::validate;
 use crate::generate::files::write_month;
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
+use crate::models::data_tests::UNIQUE_INDEX_PASS;
 use crate::models::{BuildOptions, ModelError, NodeKind, RunSummary, TestScope, build};
 
 /// Threshold of the anomaly rule (DESIGN §4).
@@ -293,6 +294,8 @@ pub struct Breakdown {
     pub test_time: Duration,
     /// Tests that checked only the rows loaded since they last passed (`--test-scope changed`).
     pub tests_on_new_rows: usize,
+    /// `unique` tests that a unique index answered without reading the table.
+    pub tests_by_unique_index: usize,
     /// The five slowest seeds, models and tests.
     pub slowest: Vec<(String, Duration)>,
 }
@@ -312,8 +315,13 @@ impl Breakdown {
             model_time: of_kind(NodeKind::Model).map(|r| r.duration).sum(),
             tests: of_kind(NodeKind::Test).count(),
             test_time: of_kind(NodeKind::Test).map(|r| r.duration).sum(),
-            tests_on_new_rows: of_kind(NodeKind::Test)
-                .filter(|r| r.coverage.as_ref().is_some_and(|c| c.since.is_some()))
+            tests_on_new_rows: summary.tests_on_new_rows(),
+            tests_by_unique_index: of_kind(NodeKind::Test)
+                .filter(|r| {
+                    r.message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with(UNIQUE_INDEX_PASS))
+                })
                 .count(),
             slowest,
         }
@@ -322,7 +330,7 @@ impl Breakdown {
 
 impl std::fmt::Display for Breakdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let every_row = self.tests - self.tests_on_new_rows;
+        let every_row = self.tests - self.tests_on_new_rows - self.tests_by_unique_index;
         write!(
             f,
             "  includes {} models ({:.2} s summed) and {} data tests ({:.2} s summed): ",
@@ -331,15 +339,18 @@ impl std::fmt::Display for Breakdown {
             self.tests,
             self.test_time.as_secs_f64(),
         )?;
-        if self.tests_on_new_rows == 0 {
-            writeln!(f, "all over every row")?;
-        } else {
-            writeln!(
+        if self.tests_on_new_rows > 0 {
+            write!(
                 f,
-                "{} over the rows loaded since they last passed, {every_row} over every row",
+                "{} over the rows loaded since they last passed, ",
                 self.tests_on_new_rows
             )?;
         }
+        writeln!(
+            f,
+            "{every_row} over every row, {} unique tests answered by a unique index",
+            self.tests_by_unique_index
+        )?;
         write!(f, "  slowest:")?;
         for (i, (name, duration)) in self.slowest.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };

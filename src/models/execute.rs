@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::config::Severity;
 use super::data_tests::{
-    TestQuery, TestScope, Watermarks, count_failures, count_statement, definition_hash,
-    generic_query, high_water, last_pass_watermarks, plan_cost, unique_index,
+    TestQuery, TestScope, UNIQUE_INDEX_PASS, Watermarks, count_failures, count_statement,
+    definition_hash, generic_query, high_water, last_pass_watermarks, plan_cost, unique_index,
     unique_per_value_query,
 };
 use super::materialize::{self, SqlSite};
@@ -535,7 +535,7 @@ async fn run_test(
                 status: Status::Pass,
                 failures: 0,
                 coverage: None,
-                message: Some(format!("guaranteed by the unique index {index}")),
+                message: Some(format!("{UNIQUE_INDEX_PASS} {index}")),
             });
         }
     }
