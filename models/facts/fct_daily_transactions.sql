@@ -3,7 +3,8 @@
     unique_key='date_key',
     incremental_strategy='delete+insert',
     tags=['facts'],
-    sql_header='set local jit = off'
+    sql_header='set local jit = off',
+    post_hook="{% if not is_incremental() %}analyze {{ this }}{% endif %}"
 ) }}
 
 -- One row per UTC day and source system ('streaming_kafka', 'batch_file') with at least one

@@ -41,7 +41,9 @@
 -- The indexes (post_hook) serve the incremental runs here and downstream: tx_id for the
 -- delete+insert, `_loaded_at` for the watermark and for what changed since a model's last run,
 -- date_key and (user_id, event_time) for the aggregates that rebuild the days, user-months and
--- 30-day windows that changed, and the unknown member's rows for their re-resolution.
+-- 30-day windows that changed, and the unknown member's rows for their re-resolution. After a
+-- full build, `analyze` gives the next incremental run statistics to plan with (autovacuum may
+-- not have come by yet); the other models that incremental runs read do the same.
 
 with
 

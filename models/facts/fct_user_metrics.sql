@@ -5,8 +5,9 @@
     tags=['facts'],
     sql_header='set local jit = off',
     post_hook=[
-        "create index if not exists fct_user_metrics_user_id_idx on {{ this }} (user_id)",
+        "create unique index if not exists fct_user_metrics_user_month_idx on {{ this }} (user_id, month_start)",
         "create index if not exists fct_user_metrics_last_event_idx on {{ this }} (last_event_time)",
+        "{% if not is_incremental() %}analyze {{ this }}{% endif %}",
     ]
 ) }}
 
@@ -14,7 +15,8 @@
 -- known user or not (users not yet in a file are here by user_id; their user_key in
 -- fct_transactions is -1 until they arrive). Money is approved transactions only, in USD, net of
 -- refunds; counts cover every status. `_loaded_at` is the latest `_loaded_at` of the month's
--- transactions.
+-- transactions. A unique index (post_hook) keeps one row per user and month; it also serves the
+-- incremental runs, which replace a user's rows whole.
 --
 -- Incremental runs (delete+insert on user_id) rewrite the users with fct_transactions rows
 -- loaded since the last run (the latest `_loaded_at` here minus `incremental_lookback`, see

@@ -3,7 +3,8 @@
     unique_key=['merchant', 'event_date'],
     incremental_strategy='delete+insert',
     tags=['intermediate'],
-    sql_header='set local jit = off'
+    sql_header='set local jit = off',
+    post_hook="{% if not is_incremental() %}analyze {{ this }}{% endif %}"
 ) }}
 
 -- Landed transactions per merchant, category and UTC day of the event: the small table that

@@ -7,6 +7,7 @@
     post_hook=[
         "create unique index if not exists int_user_spend_user_id_idx on {{ this }} (user_id)",
         "create index if not exists int_user_spend_window_idx on {{ this }} (first_event_in_window)",
+        "{% if not is_incremental() %}analyze {{ this }}{% endif %}",
     ]
 ) }}
 

@@ -3,7 +3,8 @@
     unique_key='date',
     incremental_strategy='delete+insert',
     tags=['marts'],
-    sql_header='set local jit = off'
+    sql_header='set local jit = off',
+    post_hook="{% if not is_incremental() %}analyze {{ this }}{% endif %}"
 ) }}
 
 -- Stream anomalies per UTC day and category: one row for every day and category with at least

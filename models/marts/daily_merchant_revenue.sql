@@ -3,7 +3,8 @@
     unique_key='date',
     incremental_strategy='delete+insert',
     tags=['marts'],
-    sql_header='set local jit = off'
+    sql_header='set local jit = off',
+    post_hook="{% if not is_incremental() %}analyze {{ this }}{% endif %}"
 ) }}
 
 -- Revenue per UTC day and merchant, in USD, over approved transactions from both sources.

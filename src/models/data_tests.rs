@@ -228,6 +228,9 @@ pub fn unique_per_value_query(
     })
 }
 
+/// How the message of a `unique` test that a unique index answered begins.
+pub const UNIQUE_INDEX_PASS: &str = "guaranteed by the unique index";
+
 /// The unique index that makes `column` of `relation` unique, if there is one (a table's, see
 /// `sql/unique_index.sql`): a `unique` test on it then passes without reading a row.
 pub async fn unique_index(

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::config::Severity;
 use super::data_tests::{
-    TestQuery, TestScope, Watermarks, count_failures, count_statement, definition_hash,
-    generic_query, high_water, last_pass_watermarks, plan_cost, unique_index,
+    TestQuery, TestScope, UNIQUE_INDEX_PASS, Watermarks, count_failures, count_statement,
+    definition_hash, generic_query, high_water, last_pass_watermarks, plan_cost, unique_index,
     unique_per_value_query,
 };
 use super::materialize::{self, SqlSite};
@@ -23,6 +23,9 @@ use super::plan::{Node, NodeKind, NodeSpec, Plan, TestSpec, loaded_at_field};
 use super::project::{GenericKind, RelationRef};
 use super::render::{ChangedRows, Relation, RenderScope, quote_ident, render};
 use super::results::{NodeResult, RunSummary, Status, TestCoverage, record};
+
+use super::seeds::load_seed;
+use super::{BuildOptions, ModelError, Progress};
 
 fn test_site<'a>(node: &'a Node, sql: &'a str) -> SqlSite<'a> {
     SqlSite {
@@ -42,8 +45,6 @@ struct TestOutcome {
     /// Why it passed without reading rows, if it did.
     message: Option<String>,
 }
-use super::seeds::load_seed;
-use super::{BuildOptions, ModelError, Progress};
 
 struct Context {
     pool: PgPool,
@@ -534,70 +535,17 @@ async fn run_test(
                 status: Status::Pass,
                 failures: 0,
                 coverage: None,
-                message: Some(format!("guaranteed by the unique index {index}")),
+                message: Some(format!("{UNIQUE_INDEX_PASS} {index}")),
             });
         }
     }
 
-    let mut coverage = None;
-    let mut changed = BTreeMap::new();
-    if !scoped.is_empty() {
-        let model_sql = |relation: &Relation| {
-            plan.nodes
-                .iter()
-                .find_map(|n| match &n.spec {
-                    NodeSpec::Model { rendered, .. } if n.name == relation.name => {
-                        Some(rendered.sql.as_str())
-                    }
-                    _ => None,
-                })
-                .unwrap_or_default()
-        };
-        let definition = definition_hash(
-            &every_row,
-            scoped
-                .iter()
-                .map(|(relation, field)| (relation, field.as_str(), model_sql(relation))),
-        );
-        let previous = if options.test_scope == TestScope::Changed && !options.full_refresh {
-            last_pass_watermarks(&mut conn, &node.name, &definition)
-                .await
-                .map_err(|e| test_site(node, "").error("", e))?
-        } else {
-            None
-        };
-        let lookback =
-            chrono::Duration::from_std(options.test_lookback).unwrap_or(chrono::Duration::MAX);
-        let mut watermarks = Watermarks::new();
-        for (relation, field) in &scoped {
-            let before = previous
-                .as_ref()
-                .and_then(|p| p.get(&relation.display_name()).copied());
-            let since = before.map(|mark| ChangedRows {
-                field: field.clone(),
-                since: mark.checked_sub_signed(lookback).unwrap_or(mark),
-            });
-            // Read before the test, so that the test sees at least what the mark covers.
-            let seen = high_water(&mut conn, relation, field, since.as_ref())
-                .await
-                .map_err(|e| test_site(node, "").error("", e))?;
-            if let Some(mark) = seen.max(before) {
-                watermarks.insert(relation.display_name(), mark);
-            }
-            if let Some(rows) = since {
-                changed.insert(relation.clone(), rows);
-            }
-        }
-        // Scoped only when every relation it can scope has a mark to start from.
-        if changed.len() < scoped.len() {
-            changed.clear();
-        }
-        coverage = Some(TestCoverage {
-            since: changed.values().map(|rows| rows.since).min(),
-            watermarks,
-            definition,
-        });
-    }
+    let (coverage, changed) = if scoped.is_empty() {
+        (None, BTreeMap::new())
+    } else {
+        let (coverage, changed) = coverage(&mut conn, context, node, &scoped, &every_row).await?;
+        (Some(coverage), changed)
+    };
     let query = if changed.is_empty() {
         every_row
     } else {
@@ -614,19 +562,7 @@ async fn run_test(
             TestSpec::Singular { .. } => None,
         };
         match per_value {
-            Some(per_value) => {
-                let scoped_cost = plan_cost(&mut conn, &scoped)
-                    .await
-                    .map_err(|e| test_site(node, &scoped.sql).error("", e))?;
-                let per_value_cost = plan_cost(&mut conn, &per_value)
-                    .await
-                    .map_err(|e| test_site(node, &per_value.sql).error("", e))?;
-                if per_value_cost < scoped_cost {
-                    per_value
-                } else {
-                    scoped
-                }
-            }
+            Some(per_value) => cheaper(&mut conn, node, scoped, per_value).await?,
             None => scoped,
         }
     };
@@ -645,4 +581,93 @@ async fn run_test(
         coverage,
         message: None,
     })
+}
+
+/// Which rows a test reads by `loaded_at_field` (`scoped`: relation and field), and what it
+/// records for the next run; see `data_tests`. The rows are those after the marks of its last
+/// pass with the same definition (minus the lookback) with `--test-scope changed`, when every
+/// scoped relation has one; otherwise none, and the test reads every row.
+async fn coverage(
+    conn: &mut sqlx::PgConnection,
+    context: &Context,
+    node: &Node,
+    scoped: &[(Relation, String)],
+    every_row: &TestQuery,
+) -> Result<(TestCoverage, BTreeMap<Relation, ChangedRows>), ModelError> {
+    let plan = &context.plan;
+    let options = &context.options;
+    let model_sql = |relation: &Relation| {
+        plan.nodes
+            .iter()
+            .find_map(|n| match &n.spec {
+                NodeSpec::Model { rendered, .. } if n.name == relation.name => {
+                    Some(rendered.sql.as_str())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let definition = definition_hash(
+        every_row,
+        scoped
+            .iter()
+            .map(|(relation, field)| (relation, field.as_str(), model_sql(relation))),
+    );
+    let failed = |e| test_site(node, "").error("", e);
+    let previous = if options.test_scope == TestScope::Changed && !options.full_refresh {
+        last_pass_watermarks(conn, &node.name, &definition)
+            .await
+            .map_err(failed)?
+    } else {
+        None
+    };
+    let lookback =
+        chrono::Duration::from_std(options.test_lookback).unwrap_or(chrono::Duration::MAX);
+    let mut watermarks = Watermarks::new();
+    let mut changed = BTreeMap::new();
+    for (relation, field) in scoped {
+        let before = previous
+            .as_ref()
+            .and_then(|p| p.get(&relation.display_name()).copied());
+        let since = before.map(|mark| ChangedRows {
+            field: field.clone(),
+            since: mark.checked_sub_signed(lookback).unwrap_or(mark),
+        });
+        // Read before the test, so that the test sees at least what the mark covers.
+        let seen = high_water(conn, relation, field, since.as_ref())
+            .await
+            .map_err(failed)?;
+        if let Some(mark) = seen.max(before) {
+            watermarks.insert(relation.display_name(), mark);
+        }
+        if let Some(rows) = since {
+            changed.insert(relation.clone(), rows);
+        }
+    }
+    // Scoped only when every relation it can scope has a mark to start from.
+    if changed.len() < scoped.len() {
+        changed.clear();
+    }
+    let coverage = TestCoverage {
+        since: changed.values().map(|rows| rows.since).min(),
+        watermarks,
+        definition,
+    };
+    Ok((coverage, changed))
+}
+
+/// Whichever of two queries for the same failing rows the planner costs lower.
+async fn cheaper(
+    conn: &mut sqlx::PgConnection,
+    node: &Node,
+    a: TestQuery,
+    b: TestQuery,
+) -> Result<TestQuery, ModelError> {
+    let a_cost = plan_cost(conn, &a)
+        .await
+        .map_err(|e| test_site(node, &a.sql).error("", e))?;
+    let b_cost = plan_cost(conn, &b)
+        .await
+        .map_err(|e| test_site(node, &b.sql).error("", e))?;
+    Ok(if b_cost < a_cost { b } else { a })
 }

@@ -151,6 +151,9 @@ impl NodeResult {
                 group(rows),
                 self.duration.as_secs_f64()
             ),
+            _ if self.coverage.as_ref().is_some_and(|c| c.since.is_some()) => {
+                format!("new rows in {:.2}s", self.duration.as_secs_f64())
+            }
             (_, None, _) if self.kind == NodeKind::Seed => {
                 format!("unchanged in {:.2}s", self.duration.as_secs_f64())
             }
@@ -273,7 +276,23 @@ impl RunSummary {
         if skipped > 0 {
             let _ = writeln!(out, "\n{skipped} skipped because something upstream failed");
         }
+        let on_new_rows = self.tests_on_new_rows();
+        if on_new_rows > 0 {
+            let _ = writeln!(
+                out,
+                "\n{on_new_rows} data tests checked only the rows loaded since they last passed \
+                 (--test-scope changed); the others, every row"
+            );
+        }
         out
+    }
+
+    /// Tests that checked only the rows loaded since they last passed (`--test-scope changed`).
+    pub fn tests_on_new_rows(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.coverage.as_ref().is_some_and(|c| c.since.is_some()))
+            .count()
     }
 
     /// Writes `run_results.json` into `dir` (created when missing); returns its path.
