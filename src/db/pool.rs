@@ -1,9 +1,10 @@
 //! The sqlx connection pool used by every command.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 
 use super::DbError;
 
@@ -12,15 +13,21 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/etl";
 
 /// Opens a pool and checks that the server answers, so a wrong URL fails here with a clear message.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    let failed = |e| DbError::Connect {
+        url: redact_url(url),
+        cause: Box::new(e),
+    };
+    // sqlx warns about every statement slower than a second, with its text: model builds and
+    // loads run such statements by design and report their own durations, so only at debug.
+    let options = PgConnectOptions::from_str(url)
+        .map_err(failed)?
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
-        .map_err(|e| DbError::Connect {
-            url: redact_url(url),
-            cause: Box::new(e),
-        })
+        .map_err(failed)
 }
 
 /// The URL with any password replaced by `***`, safe for logs and error messages.

@@ -1,11 +1,12 @@
 //! Dead letters: the original bytes of a message we cannot write, to `transactions_error`, with
 //! headers saying why and where it came from (DESIGN §4). Sent and acknowledged before the batch's
-//! database transaction commits, so a crash in between sends a letter twice but never loses one.
+//! database transaction commits, so a crash or a retried batch may send a letter twice but never
+//! loses one (at-least-once; `source.partition` and `source.offset` tell copies apart).
 
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::error::SinkError;
 use crate::kafka::KafkaSettings;
@@ -55,9 +56,11 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// Sends every letter and waits until each is acknowledged (`acks=all`).
-    pub async fn send(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
-        let mut deliveries = Vec::with_capacity(letters.len());
+    /// Hands every letter to the producer and returns at once; `Deliveries::acknowledged` waits
+    /// for the broker. The writer enqueues a batch's letters before its database work, so the
+    /// round trip to the broker overlaps the COPY instead of adding to it.
+    pub fn enqueue(&self, letters: &[DeadLetter<'_>]) -> Result<Deliveries, SinkError> {
+        let mut pending = Vec::with_capacity(letters.len());
         for letter in letters {
             let partition = letter.partition.to_string();
             let offset = letter.offset.to_string();
@@ -74,28 +77,50 @@ impl DeadLetters {
                 record = record.key(key);
             }
             match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((cause, _)) => return Err(self.failed(letters.len(), cause)),
+                Ok(delivery) => pending.push(delivery),
+                Err((cause, _)) => return Err(failed(&self.topic, letters.len(), cause)),
             }
         }
-        for delivery in deliveries {
+        Ok(Deliveries {
+            pending,
+            topic: self.topic.clone(),
+        })
+    }
+}
+
+/// Letters handed to the producer, not yet known to be acknowledged.
+#[must_use = "a dead letter counts only once the broker acknowledged it"]
+pub struct Deliveries {
+    pending: Vec<DeliveryFuture>,
+    topic: String,
+}
+
+impl Deliveries {
+    /// Waits until the broker acknowledged every letter (`acks=all`).
+    pub async fn acknowledged(self) -> Result<(), SinkError> {
+        let count = self.pending.len();
+        for delivery in self.pending {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((cause, _))) => return Err(self.failed(letters.len(), cause)),
+                Ok(Err((cause, _))) => return Err(failed(&self.topic, count, cause)),
                 Err(_cancelled) => {
-                    return Err(self.failed(letters.len(), rdkafka::error::KafkaError::Canceled));
+                    return Err(failed(
+                        &self.topic,
+                        count,
+                        rdkafka::error::KafkaError::Canceled,
+                    ));
                 }
             }
         }
         Ok(())
     }
+}
 
-    fn failed(&self, count: usize, cause: rdkafka::error::KafkaError) -> SinkError {
-        SinkError::DeadLetter {
-            topic: self.topic.clone(),
-            count,
-            cause,
-        }
+fn failed(topic: &str, count: usize, cause: rdkafka::error::KafkaError) -> SinkError {
+    SinkError::DeadLetter {
+        topic: topic.to_string(),
+        count,
+        cause,
     }
 }
 

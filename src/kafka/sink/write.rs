@@ -141,6 +141,10 @@ impl Writer {
             }
         }
 
+        // The validator's rejects go to the broker now and are awaited just before the commit.
+        let early_letters = rejects.len();
+        let early = self.dead_letters.enqueue(&dead_letters(&rejects))?;
+
         let mut users: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.user_id).collect();
         users.sort_unstable();
         users.dedup();
@@ -226,20 +230,12 @@ impl Writer {
         written.late_arriving = self.count_late_arriving(&mut tx, &valid).await?;
         steps.mark("late_arriving");
 
-        let letters: Vec<DeadLetter<'_>> = rejects
-            .iter()
-            .map(|(m, kind, message)| DeadLetter {
-                partition: m.partition,
-                offset: m.offset,
-                key: m.key.as_deref(),
-                payload: &m.payload,
-                kind,
-                message,
-            })
-            .collect();
-        if !letters.is_empty() {
-            self.dead_letters.send(&letters).await?;
-        }
+        // Rows the database refused were found during the COPY.
+        let late = self
+            .dead_letters
+            .enqueue(&dead_letters(&rejects[early_letters..]))?;
+        early.acknowledged().await?;
+        late.acknowledged().await?;
         steps.mark("dead_letters");
         tx.commit()
             .await
@@ -466,3 +462,18 @@ impl std::fmt::Display for StepTimer {
         Ok(())
     }
 }
+/// A dead letter for each reject.
+fn dead_letters<'a>(rejects: &'a [(&'a Consumed, &'a str, String)]) -> Vec<DeadLetter<'a>> {
+    rejects
+        .iter()
+        .map(|(m, kind, message)| DeadLetter {
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.as_deref(),
+            payload: &m.payload,
+            kind,
+            message,
+        })
+        .collect()
+}
+
