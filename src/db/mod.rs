@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod migrate;
+pub mod nodelay;
 pub mod pool;
 pub mod sink;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use super::DbError;
+use super::{DbError, nodelay};
 
 /// The database `just up` creates on the local server.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/etl";
@@ -22,9 +22,22 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
     let options = PgConnectOptions::from_str(url)
         .map_err(failed)?
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
+    // Over TCP (not a Unix socket, whose "host" is a directory).
+    let tcp_port = (!options.get_host().starts_with('/')).then(|| options.get_port());
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |_conn, _meta| {
+            Box::pin(async move {
+                if let Some(port) = tcp_port {
+                    match nodelay::set_on_connections_to(port) {
+                        Ok(set) => tracing::trace!(set, "TCP_NODELAY on the database connections"),
+                        Err(err) => tracing::debug!(%err, "cannot set TCP_NODELAY; every COPY waits for a delayed ACK"),
+                    }
+                }
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
         .map_err(failed)

@@ -23,6 +23,7 @@ pub struct Services {
 pub fn services() -> &'static Services {
     static SERVICES: OnceLock<Services> = OnceLock::new();
     SERVICES.get_or_init(|| {
+        trace_to_test_output();
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/services.env");
         let written: HashMap<String, String> = dotenvy::from_path_iter(&file)
             .map(|vars| vars.filter_map(Result::ok).collect())
@@ -42,6 +43,22 @@ pub fn services() -> &'static Services {
             keep_topics: lookup("ETL_TEST_KEEP_TOPICS").is_some_and(|v| v == "1"),
         }
     })
+}
+
+/// The library's logs (what the sink retried, which partitions it got) into the test's output,
+/// which the test runner shows when the test fails. Under nextest, where each test is a process
+/// of its own, or when `ETL_TEST_LOG` sets the filter; plain `cargo test` runs every test in one
+/// process, where logs from tasks on other threads could not be told apart.
+fn trace_to_test_output() {
+    let filter = match std::env::var("ETL_TEST_LOG") {
+        Ok(filter) => filter,
+        Err(_) if std::env::var_os("NEXTEST").is_some() => "warn,etl=info".into(),
+        Err(_) => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
 }
 
 pub fn kafka() -> KafkaSettings {

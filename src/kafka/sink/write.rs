@@ -476,4 +476,3 @@ fn dead_letters<'a>(rejects: &'a [(&'a Consumed, &'a str, String)]) -> Vec<DeadL
         })
         .collect()
 }
-
