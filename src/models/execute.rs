@@ -54,6 +54,23 @@ struct Context {
     swap_lock: tokio::sync::Mutex<()>,
 }
 
+impl Context {
+    /// What templates see when rendered during the build; `changed` is what `changed_rows()`
+    /// reads (`None`: every relation whole).
+    fn render_scope<'a>(
+        &'a self,
+        changed: Option<&'a BTreeMap<Relation, ChangedRows>>,
+    ) -> RenderScope<'a> {
+        RenderScope {
+            schema: &self.plan.schema,
+            nodes: &self.names,
+            sources: &self.plan.project.sources,
+            vars: &self.options.vars,
+            changed,
+        }
+    }
+}
+
 /// Runs every node of `plan.order`; the summary holds one result per node.
 pub async fn execute(
     pool: &PgPool,
@@ -381,14 +398,8 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
                 }
                 .error("", e)
             })?;
+    let scope = context.render_scope(None);
     let sql = if incremental {
-        let scope = RenderScope {
-            schema: &context.plan.schema,
-            nodes: &context.names,
-            sources: &context.plan.project.sources,
-            vars: &context.options.vars,
-            changed: None,
-        };
         render(&scope, &node.name, &node.path, template, true)?.sql
     } else {
         rendered.sql.clone()
@@ -400,13 +411,6 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
         file: &node.path,
         sql: &sql,
         compiled: compiled.as_deref(),
-    };
-    let scope = RenderScope {
-        schema: &context.plan.schema,
-        nodes: &context.names,
-        sources: &context.plan.project.sources,
-        vars: &context.options.vars,
-        changed: None,
     };
     let header = match &config.sql_header {
         Some(header) => Some(render(&scope, &node.name, &node.path, header, incremental)?.sql),
@@ -461,7 +465,6 @@ async fn run_test(
     severity: Severity,
 ) -> Result<TestOutcome, ModelError> {
     let plan = &context.plan;
-    let options = &context.options;
     // What the test may read by `loaded_at_field` (see `data_tests`): the model a generic
     // test is declared on, the `changed_rows()` of a singular test.
     let scoped: Vec<(Relation, String)> = match spec {
@@ -482,13 +485,7 @@ async fn run_test(
                     values: None,
                 },
                 TestSpec::Singular { template, .. } => {
-                    let scope = RenderScope {
-                        schema: &plan.schema,
-                        nodes: &context.names,
-                        sources: &plan.project.sources,
-                        vars: &options.vars,
-                        changed,
-                    };
+                    let scope = context.render_scope(changed);
                     TestQuery {
                         sql: render(&scope, &node.name, &node.path, template, false)?.sql,
                         values: None,
