@@ -3,16 +3,11 @@
 //! database transaction commits, so a crash or a retried batch may send a letter twice but never
 //! loses one (at-least-once; `source.partition` and `source.offset` tell copies apart).
 
-use std::time::Duration;
-
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::error::SinkError;
 use crate::kafka::KafkaSettings;
-
-/// How long librdkafka keeps trying to deliver one letter before we see an error and back off.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One message to dead-letter.
 pub struct DeadLetter<'a> {
@@ -36,15 +31,7 @@ impl DeadLetters {
         topic: &str,
         source_topic: &str,
     ) -> Result<Self, SinkError> {
-        let producer = settings
-            .producer_config()
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
-            .set("linger.ms", "1")
-            .create()
-            .map_err(SinkError::Config)?;
+        let producer = super::producer(settings, "1")?;
         Ok(Self {
             producer,
             topic: topic.to_string(),

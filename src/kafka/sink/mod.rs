@@ -239,6 +239,27 @@ pub async fn run(
     Ok(summary)
 }
 
+/// How long librdkafka keeps trying to deliver a dead letter or an anomaly before we see an
+/// error and back off.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The producer of dead letters and of the relay: the house settings (`acks=all`, idempotent),
+/// a delivery timeout short enough to surface as a retried error, and their own linger.
+fn producer(
+    settings: &KafkaSettings,
+    linger_ms: &str,
+) -> Result<rdkafka::producer::FutureProducer, SinkError> {
+    settings
+        .producer_config()
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .set("linger.ms", linger_ms)
+        .create()
+        .map_err(SinkError::Config)
+}
+
 /// How long closing the consumer (leaving the group) may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -20,7 +20,6 @@ use crate::telemetry::metrics::SinkMetrics;
 const CLAIM: i64 = 500;
 /// How often the outbox is looked at without a nudge (rows left by a crashed process).
 const POLL: Duration = Duration::from_secs(1);
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Relay {
     pool: PgPool,
@@ -36,15 +35,7 @@ impl Relay {
         topic: &str,
         metrics: SinkMetrics,
     ) -> Result<Self, SinkError> {
-        let producer = settings
-            .producer_config()
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
-            .set("linger.ms", "5")
-            .create()
-            .map_err(SinkError::Config)?;
+        let producer = super::producer(settings, "5")?;
         Ok(Self {
             pool,
             producer,
