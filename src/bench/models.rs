@@ -16,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use indicatif::ProgressBar;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tracing::info;
 use uuid::Uuid;
 
@@ -29,6 +29,9 @@ use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
 use crate::models::data_tests::UNIQUE_INDEX_PASS;
 use crate::models::{BuildOptions, ModelError, NodeKind, RunSummary, TestScope, build};
+
+use super::scratch::ScratchDb;
+use super::{BenchError, load_average};
 
 /// Threshold of the anomaly rule (DESIGN §4).
 pub const ANOMALY_Z: f64 = 3.0;
@@ -413,22 +416,14 @@ impl std::fmt::Display for ModelsBenchReport {
     }
 }
 
-/// The 1-minute load average, where /proc/loadavg exists.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModelsBenchError {
     #[error(transparent)]
     Generate(#[from] crate::generate::files::GenerateError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Scratch(#[from] BenchError),
     #[error(transparent)]
     Load(#[from] crate::batch::BatchError),
     #[error(transparent)]
@@ -452,42 +447,25 @@ pub async fn run(
     options: &ModelsBenchOptions,
     progress: ProgressBar,
 ) -> Result<ModelsBenchReport, ModelsBenchError> {
-    let scratch = format!("etl_bench_models_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&options.database_url)
-        .await
-        .map_err(sql("connecting to the server"))?;
-    // The name is ours (a UUID), so formatting it into the statements is safe.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        r#"CREATE DATABASE "{scratch}""#
-    )))
-    .execute(&mut admin)
-    .await
-    .map_err(sql("creating the scratch database"))?;
-    let url = with_database(&options.database_url, &scratch);
-    let result = measure(&url, options, progress).await;
+    let scratch = ScratchDb::create(&options.database_url, options.threads as u32 + 2).await?;
+    let result = measure(&scratch.pool, options, progress).await;
     if options.keep_database {
-        info!(database = %scratch, "the scratch database is kept");
-        eprintln!("scratch database kept: {scratch}");
-        return result;
+        scratch.pool.close().await;
+        info!(database = %scratch.name, "the scratch database is kept");
+        eprintln!("scratch database kept: {}", scratch.name);
+    } else {
+        scratch.drop_now().await;
     }
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        r#"DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)"#
-    )))
-    .execute(&mut admin)
-    .await;
     result
 }
 
 async fn measure(
-    url: &str,
+    pool: &PgPool,
     options: &ModelsBenchOptions,
     progress: ProgressBar,
 ) -> Result<ModelsBenchReport, ModelsBenchError> {
-    db::migrate::migrate(url).await?;
-    let pool = db::connect(url, options.threads as u32 + 2).await?;
-
     let started = Instant::now();
-    let (users, first_month) = generate_and_land(&pool, options, progress).await?;
+    let (users, first_month) = generate_and_land(pool, options, progress).await?;
     let months = options.months.max(1);
     // Stream events spread evenly over the same months as the files.
     let span = (0..months)
@@ -549,7 +527,7 @@ async fn measure(
     };
     let load_before = load_average();
     let started = Instant::now();
-    let summary = build(&pool, &build_options(true)).await?;
+    let summary = build(pool, &build_options(true)).await?;
     let full = started.elapsed();
     if !summary.success() {
         return Err(ModelsBenchError::BuildFailed { which: "full" });
@@ -583,7 +561,7 @@ async fn measure(
     drop(conn);
 
     let started = Instant::now();
-    let summary = build(&pool, &build_options(false)).await?;
+    let summary = build(pool, &build_options(false)).await?;
     let incremental = started.elapsed();
     if !summary.success() {
         return Err(ModelsBenchError::BuildFailed {
@@ -594,10 +572,9 @@ async fn measure(
     let load_after = load_average();
     info!(seconds = incremental.as_secs_f64(), "incremental build");
     let fct_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.fct_transactions")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .map_err(sql("counting fct_transactions"))?;
-    pool.close().await;
     Ok(ModelsBenchReport {
         options: options.clone(),
         fill,
@@ -657,19 +634,6 @@ async fn generate_and_land(
         .await
         .map_err(sql("reading the landed user ids"))?;
     Ok((users, first))
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    format!("{}/{database}{query}", &base[..path_start])
 }
 
 #[cfg(test)]

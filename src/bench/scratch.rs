@@ -1,6 +1,6 @@
-//! What the sink benchmarks share: a scratch database (migrated, with the benchmark's users in
-//! `users_raw`, dropped afterwards), the sink's topics on the benchmark's own broker, and the
-//! generated traffic.
+//! What the benchmarks share: a scratch database (migrated, dropped afterwards; the models
+//! benchmark uses it too), and for the sink benchmarks the users in `users_raw`, the sink's
+//! topics on the benchmark's own broker, and the generated traffic.
 
 use std::time::Duration;
 
@@ -91,7 +91,8 @@ async fn drop_database(server_url: &str, name: &str) {
 }
 
 /// How the benchmark reaches PostgreSQL, for the report: `unix socket <dir>` or `tcp host:port`.
-/// It matters: over TCP every COPY pays a delayed-ACK stall that a Unix socket does not.
+/// It can matter: over TCP, a COPY waits for a delayed ACK unless TCP_NODELAY is set
+/// (`db::nodelay`).
 pub fn database_transport(url: &str) -> String {
     match url.parse::<sqlx::postgres::PgConnectOptions>() {
         Ok(options) => match options.get_socket() {
