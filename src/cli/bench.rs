@@ -250,6 +250,16 @@ impl Bench {
     }
 }
 
+/// The first line of a benchmark's report: figures from an unoptimized build say little.
+fn print_build_profile() {
+    let profile = if cfg!(debug_assertions) {
+        "dev (unoptimized)"
+    } else {
+        "release"
+    };
+    println!("build profile: {profile}");
+}
+
 fn warn_if_debug(command: &str) {
     if cfg!(debug_assertions) {
         eprintln!(
@@ -294,12 +304,7 @@ impl BatchArgs {
             database_url: global.database_url.clone(),
             rounds: self.rounds,
         };
-        let profile = if cfg!(debug_assertions) {
-            "dev (unoptimized)"
-        } else {
-            "release"
-        };
-        println!("build profile: {profile}");
+        print_build_profile();
         let report = run(&options, progress_bar()).await?;
         println!("{report}");
         Ok(())
@@ -383,12 +388,7 @@ impl E2eArgs {
 
 impl PlanArgs {
     fn run(self) -> anyhow::Result<()> {
-        let profile = if cfg!(debug_assertions) {
-            "dev (unoptimized)"
-        } else {
-            "release"
-        };
-        println!("build profile: {profile}");
+        print_build_profile();
         let report = crate::models::bench::run(&crate::models::bench::PlanBenchOptions {
             models: self.models,
             runs: self.runs as usize,
@@ -416,12 +416,7 @@ impl ModelsArgs {
             keep_database: self.keep_database,
             test_scope: self.test_scope,
         };
-        let profile = if cfg!(debug_assertions) {
-            "dev (unoptimized)"
-        } else {
-            "release"
-        };
-        println!("build profile: {profile}");
+        print_build_profile();
         let report = models::run(&options, progress_bar()).await?;
         println!("{report}");
         Ok(())
