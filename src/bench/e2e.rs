@@ -27,11 +27,11 @@ use uuid::Uuid;
 
 use super::broker::{BenchBroker, default_tansu_binary};
 use super::scratch::{
-    CpuReading, ScratchDb, bench_users, create_sink_topics, database_transport, insert_users,
-    traffic, wait_for,
+    BenchRun, CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users, traffic,
+    wait_for,
 };
 use super::stats::Distribution;
-use super::{BenchError, build_profile, cpus, load_average, process_cpu_time, show_load};
+use super::{BenchError, process_cpu_time};
 use crate::db;
 use crate::generate::stream::StreamGenerator;
 use crate::kafka::producer::{
@@ -95,13 +95,8 @@ impl Default for E2eBenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct E2eBenchReport {
     pub benchmark: &'static str,
-    pub started_at: String,
-    pub build_profile: &'static str,
-    pub cpus: usize,
-    pub load_average_at_start: Option<f64>,
-    pub load_average_at_end: Option<f64>,
-    /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
-    pub database_transport: String,
+    #[serde(flatten)]
+    pub run: BenchRun,
     pub requested_rate: u32,
     pub duration_seconds: f64,
     pub sent: u64,
@@ -146,7 +141,7 @@ impl E2eBenchReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "## etl bench e2e: {} msg/s for {:.0} s, {} build\n\n",
-            self.requested_rate, self.duration_seconds, self.build_profile
+            self.requested_rate, self.duration_seconds, self.run.build_profile
         );
         out.push_str("| produced_at → commit | p50 | p95 | p99 | p99.9 | max | mean |\n");
         out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
@@ -194,8 +189,7 @@ impl E2eBenchReport {
              after the last send. CPU seconds meanwhile: etl (producer and sink) {}, broker {}, \
              PostgreSQL {}.\n\
              - Sink: default settings (batch_size {}, batch_wait {} ms); producer linger.ms {}; \
-             {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; memory:// tansu.\n\
-             - Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
+             {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; memory:// tansu.\n",
             self.sent,
             self.achieved_rate,
             self.requested_rate,
@@ -215,12 +209,8 @@ impl E2eBenchReport {
             self.users,
             self.invalid_ratio * 100.0,
             self.orphan_ratio * 100.0,
-            self.cpus,
-            show_load(self.load_average_at_start),
-            show_load(self.load_average_at_end),
-            self.database_transport,
-            self.started_at,
         ));
+        out.push_str(&self.run.machine_line());
         out
     }
 }
@@ -230,8 +220,7 @@ pub async fn run(
     options: &E2eBenchOptions,
     cancel: CancellationToken,
 ) -> Result<E2eBenchReport, BenchError> {
-    let started_at = Utc::now().to_rfc3339();
-    let load_average_at_start = load_average();
+    let bench_run = BenchRun::start(&options.database_url);
     let users = bench_users(options.users);
     let broker = BenchBroker::start(&options.tansu).await?;
     let settings = KafkaSettings {
@@ -295,12 +284,7 @@ pub async fn run(
     let meets_target = latency_ms.as_ref().is_some_and(|d| d.p99 <= TARGET_P99_MS);
     Ok(E2eBenchReport {
         benchmark: "e2e",
-        started_at,
-        build_profile: build_profile(),
-        cpus: cpus(),
-        load_average_at_start,
-        load_average_at_end: load_average(),
-        database_transport: database_transport(&options.database_url),
+        run: bench_run.finished(),
         requested_rate: options.rate,
         duration_seconds: options.duration.as_secs_f64(),
         sent: produced.summary.sent,
@@ -594,12 +578,14 @@ mod tests {
         let latency_ms = Distribution::of(latencies.iter().copied());
         E2eBenchReport {
             benchmark: "e2e",
-            started_at: "2026-01-01T00:00:00Z".into(),
-            build_profile: "release",
-            cpus: 2,
-            load_average_at_start: Some(1.0),
-            load_average_at_end: Some(2.0),
-            database_transport: "tcp 127.0.0.1:5432".into(),
+            run: BenchRun {
+                started_at: "2026-01-01T00:00:00Z".into(),
+                build_profile: "release",
+                cpus: 2,
+                load_average_at_start: Some(1.0),
+                load_average_at_end: Some(2.0),
+                database_transport: "tcp 127.0.0.1:5432".into(),
+            },
             requested_rate: 10_000,
             duration_seconds: 60.0,
             sent: 600_000,

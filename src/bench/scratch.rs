@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
+use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::BenchError;
+use super::{BenchError, build_profile, cpus, load_average, show_load};
 use crate::db;
 use crate::generate::stream::{StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
@@ -87,6 +89,52 @@ async fn drop_database(server_url: &str, name: &str) {
     };
     if let Err(err) = dropped {
         tracing::warn!(%err, "{statement} failed; drop it by hand");
+    }
+}
+
+/// When, where and how a sink benchmark ran: the same fields head the JSON of both reports and
+/// the same line ends their tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRun {
+    pub started_at: String,
+    pub build_profile: &'static str,
+    pub cpus: usize,
+    pub load_average_at_start: Option<f64>,
+    pub load_average_at_end: Option<f64>,
+    /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
+    pub database_transport: String,
+}
+
+impl BenchRun {
+    /// Taken as the benchmark starts; `finished` adds the load average at the end.
+    pub fn start(database_url: &str) -> Self {
+        Self {
+            started_at: Utc::now().to_rfc3339(),
+            build_profile: build_profile(),
+            cpus: cpus(),
+            load_average_at_start: load_average(),
+            load_average_at_end: None,
+            database_transport: database_transport(database_url),
+        }
+    }
+
+    pub fn finished(self) -> Self {
+        Self {
+            load_average_at_end: load_average(),
+            ..self
+        }
+    }
+
+    /// The report's last line.
+    pub fn machine_line(&self) -> String {
+        format!(
+            "- Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
+            self.cpus,
+            show_load(self.load_average_at_start),
+            show_load(self.load_average_at_end),
+            self.database_transport,
+            self.started_at,
+        )
     }
 }
 

@@ -35,11 +35,11 @@ use uuid::Uuid;
 
 use super::broker::{BenchBroker, default_tansu_binary};
 use super::scratch::{
-    Borrowed, CpuReading, ScratchDb, bench_users, create_sink_topics, database_transport,
-    insert_users, traffic, wait_for,
+    BenchRun, Borrowed, CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users,
+    traffic, wait_for,
 };
 use super::stats::{Distribution, median};
-use super::{BenchError, build_profile, cpus, load_average, process_cpu_time, show_load};
+use super::{BenchError, process_cpu_time};
 use crate::batch::load::copy_in;
 use crate::db;
 use crate::db::sink::{SINK_COPY, SinkRow, sink_row};
@@ -146,13 +146,8 @@ pub struct SinkRound {
 #[derive(Debug, Clone, Serialize)]
 pub struct SinkBenchReport {
     pub benchmark: &'static str,
-    pub started_at: String,
-    pub build_profile: &'static str,
-    pub cpus: usize,
-    pub load_average_at_start: Option<f64>,
-    pub load_average_at_end: Option<f64>,
-    /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
-    pub database_transport: String,
+    #[serde(flatten)]
+    pub run: BenchRun,
     pub messages: u64,
     pub valid_rows: u64,
     pub invalid: u64,
@@ -184,7 +179,7 @@ impl SinkBenchReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "## etl bench sink: {} messages ({} valid rows, {} invalid, {} orphans), {} build\n\n",
-            self.messages, self.valid_rows, self.invalid, self.orphans, self.build_profile
+            self.messages, self.valid_rows, self.invalid, self.orphans, self.run.build_profile
         );
         out.push_str(
             "| round | raw COPY rows/s | drain rows/s | drain msg/s | drain / raw | drain s | startup s | batches | mean batch | batch write p50 / max ms | writer busy | etl / broker CPU s | PG CPU µs/row raw / drain |\n\
@@ -246,20 +241,15 @@ impl SinkBenchReport {
              - Raw COPY: the same valid rows, encoded beforehand with `db::sink::sink_row`, one `COPY` \
              into `LIKE transactions_sink INCLUDING ALL`, one transaction ({:.0} bytes/row).\n\
              - Sink: batch_size {}, batch_wait {} ms; {} partitions, {} users; pre-fill {:.0} msg/s \
-             into a memory:// tansu.\n\
-             - Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
+             into a memory:// tansu.\n",
             self.copy_bytes_per_row,
             self.batch_size,
             self.batch_wait_ms,
             self.partitions,
             self.users,
             self.prefill_messages_per_second,
-            self.cpus,
-            show_load(self.load_average_at_start),
-            show_load(self.load_average_at_end),
-            self.database_transport,
-            self.started_at,
         ));
+        out.push_str(&self.run.machine_line());
         out
     }
 }
@@ -333,8 +323,7 @@ pub async fn run(
     options: &SinkBenchOptions,
     cancel: CancellationToken,
 ) -> Result<SinkBenchReport, BenchError> {
-    let started_at = Utc::now().to_rfc3339();
-    let load_average_at_start = load_average();
+    let bench_run = BenchRun::start(&options.database_url);
     let users = bench_users(options.users);
     let sink = SinkOptions {
         until_caught_up: false,
@@ -400,12 +389,7 @@ pub async fn run(
     let median_ratio = median_of(|r| r.ratio);
     Ok(SinkBenchReport {
         benchmark: "sink",
-        started_at,
-        build_profile: build_profile(),
-        cpus: cpus(),
-        load_average_at_start,
-        load_average_at_end: load_average(),
-        database_transport: database_transport(&options.database_url),
+        run: bench_run.finished(),
         messages: options.count,
         valid_rows: traffic.valid,
         invalid: traffic.invalid,
@@ -740,12 +724,14 @@ mod tests {
         };
         SinkBenchReport {
             benchmark: "sink",
-            started_at: "2026-01-01T00:00:00Z".into(),
-            build_profile: "release",
-            cpus: 2,
-            load_average_at_start: Some(2.5),
-            load_average_at_end: None,
-            database_transport: "tcp 127.0.0.1:5432".into(),
+            run: BenchRun {
+                started_at: "2026-01-01T00:00:00Z".into(),
+                build_profile: "release",
+                cpus: 2,
+                load_average_at_start: Some(2.5),
+                load_average_at_end: None,
+                database_transport: "tcp 127.0.0.1:5432".into(),
+            },
             messages: 1_000_000,
             valid_rows: 990_000,
             invalid: 10_000,
