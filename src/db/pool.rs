@@ -22,8 +22,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
     let options = PgConnectOptions::from_str(url)
         .map_err(failed)?
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
-    // Over TCP (not a Unix socket, whose "host" is a directory).
-    let tcp_port = (!options.get_host().starts_with('/')).then(|| options.get_port());
+    // Over TCP only: a Unix socket has no Nagle.
+    let tcp_port = options.get_socket().is_none().then(|| options.get_port());
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -462,6 +462,7 @@ impl std::fmt::Display for StepTimer {
         Ok(())
     }
 }
+
 /// A dead letter for each reject.
 fn dead_letters<'a>(rejects: &'a [(&'a Consumed, &'a str, String)]) -> Vec<DeadLetter<'a>> {
     rejects
