@@ -221,6 +221,7 @@ async fn assert_stats_recompute(pool: &PgPool) {
 }
 
 /// Every message of a topic (single partition), read from the beginning.
+/// The `expected` messages of a one-partition topic, checking that it holds no more.
 async fn read_topic(settings: &KafkaSettings, topic: &str, expected: usize) -> Vec<DeadLetter> {
     let consumer: StreamConsumer = settings
         .consumer_config(&format!("it-read-{}", Uuid::new_v4().simple()))
@@ -253,6 +254,11 @@ async fn read_topic(settings: &KafkaSettings, topic: &str, expected: usize) -> V
     })
     .await
     .unwrap_or_else(|_| panic!("only {} of {expected} messages in {topic}", out.len()));
+    // And not one more: a letter sent twice (a batch written again) would be past `expected`.
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("the topic's watermarks");
+    assert_eq!(high, expected as i64, "messages in {topic}");
     out
 }
 

@@ -7,15 +7,16 @@ use std::time::Instant;
 
 use chrono::Utc;
 use rust_decimal::prelude::ToPrimitive;
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::batch::{Batch, Consumed};
-use super::dead_letter::{DeadLetter, DeadLetters};
+use super::dead_letter::{DeadLetter, DeadLetters, Deliveries};
 use super::error::{SinkError, UNIQUE_VIOLATION, is_row_rejection, sql_state};
 use crate::batch::load::copy_in;
-use crate::db::sink::{self as queries, RejectRow, SINK_COPY};
+use crate::db::sink::{self as queries, BatchEnd, RejectRow, SINK_COPY};
 use crate::domain::anomaly::{RunningStats, Score};
 use crate::domain::transaction::Transaction;
 use crate::telemetry::metrics::{CommitRecord, SinkMetrics};
@@ -47,6 +48,21 @@ pub struct Writer {
     /// Users seen in `users_raw`; users never leave it, so only unknown ones are looked up again.
     known_users: HashSet<Uuid>,
     synchronous_commit: bool,
+    /// The connection batches are written on, kept between batches; dropped after an error.
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+/// Why an attempt at a batch's transaction ended without a commit.
+enum Attempt {
+    /// The fast path's COPY hit a replayed tx_id or a refused row: try again, carefully.
+    Careful,
+    Failed(SinkError),
+}
+
+impl From<SinkError> for Attempt {
+    fn from(err: SinkError) -> Self {
+        Self::Failed(err)
+    }
 }
 
 /// Rows ready for COPY, with what they do to the statistics.
@@ -73,6 +89,7 @@ impl Writer {
             metrics,
             known_users: HashSet::new(),
             synchronous_commit: false,
+            conn: None,
         }
     }
 
@@ -84,38 +101,98 @@ impl Writer {
 
     /// Writes `batch` in one transaction. On error nothing is written and the batch can be
     /// written again as it is: offsets only move with the data.
+    ///
+    /// The first attempt copies the rows straight into the table, with no savepoint; a conflict
+    /// (a replay) or a row the database refuses aborts it, and a careful attempt in a new
+    /// transaction learns which tx_ids exist and bisects to the refused rows under savepoints.
     pub async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
         let started = Instant::now();
-        let mut steps = StepTimer::new(started);
-        let mut tx = self
-            .pool
-            .begin()
+        let mut letters = None;
+        let mut conn = self.connection().await?;
+        let mut careful = false;
+        loop {
+            match self
+                .attempt(&mut conn, batch, careful, &mut letters, started)
+                .await
+            {
+                Ok(written) => {
+                    self.conn = Some(conn);
+                    return Ok(written);
+                }
+                Err(Attempt::Careful) if !careful => careful = true,
+                Err(Attempt::Careful) => unreachable!("a careful attempt never asks for another"),
+                Err(Attempt::Failed(err)) => {
+                    // The connection may be the reason: the next batch gets a fresh one.
+                    conn.close_on_drop();
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// The writer keeps one connection between batches: no pool round trip (sqlx pings a
+    /// connection it hands out) in the way of every batch.
+    async fn connection(&mut self) -> Result<PoolConnection<Postgres>, SinkError> {
+        match self.conn.take() {
+            Some(conn) => Ok(conn),
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map_err(SinkError::db("connecting to the database")),
+        }
+    }
+
+    /// One try at the batch's transaction. `letters` holds the validator's rejects once a first
+    /// attempt sent them to the dead-letter topic, so that a second attempt does not send them
+    /// again (its messages can only be fewer: offsets only move forward).
+    async fn attempt(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &Batch,
+        careful: bool,
+        letters: &mut Option<Deliveries>,
+        started: Instant,
+    ) -> Result<Written, Attempt> {
+        let mut steps = StepTimer::new(Instant::now());
+        // Safe for exactly-once without synchronous_commit: the offsets commit in the same
+        // transaction as the rows, so a database crash that loses the last few commits loses
+        // their offsets with them, and the sink reads those messages again from Kafka. What it
+        // saves is a WAL flush per batch.
+        let begin = if self.synchronous_commit {
+            "BEGIN"
+        } else {
+            "BEGIN; SET LOCAL synchronous_commit = off"
+        };
+        let mut tx = conn
+            .begin_with(begin)
             .await
             .map_err(SinkError::db("starting the batch transaction"))?;
-        if !self.synchronous_commit {
-            // Safe for exactly-once: the offsets commit in the same transaction as the rows, so a
-            // database crash that loses the last few commits loses their offsets with them, and
-            // the sink reads those messages again from Kafka. What it saves is a WAL flush per batch.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await
-                .map_err(SinkError::db("setting synchronous_commit"))?;
-        }
         let next_offsets = batch.next_offsets();
         let partitions: Vec<i32> = next_offsets.keys().copied().collect();
         queries::lock_partitions(&mut tx, &self.group, &self.topic, &partitions)
             .await
             .map_err(SinkError::db("locking the batch's partitions"))?;
-        let stored = queries::stored_offsets(&mut tx, &self.group, &self.topic, Some(&partitions))
-            .await
-            .map_err(SinkError::db("reading the stored offsets"))?;
-        steps.mark("lock_and_offsets");
+        let (users, maybe_unknown) = self.users_of(batch);
+        let state = queries::batch_state(
+            &mut tx,
+            &self.group,
+            &self.topic,
+            &partitions,
+            &users,
+            &maybe_unknown,
+        )
+        .await
+        .map_err(SinkError::db("reading stored offsets and user statistics"))?;
+        self.known_users.extend(state.known_users);
+        steps.mark("lock_and_read");
 
         let mut messages: Vec<&Consumed> = batch
             .messages
             .iter()
             .filter(|m| {
-                stored
+                state
+                    .next_offsets
                     .get(&m.partition)
                     .is_none_or(|next| m.offset >= *next)
             })
@@ -140,75 +217,33 @@ impl Writer {
                 }
             }
         }
-
         // The validator's rejects go to the broker now and are awaited just before the commit.
-        let early_letters = rejects.len();
-        let early = self.dead_letters.enqueue(&dead_letters(&rejects))?;
+        let validator_rejects = rejects.len();
+        if letters.is_none() {
+            *letters = Some(self.dead_letters.enqueue(&dead_letters(&rejects))?);
+        }
 
-        let mut users: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.user_id).collect();
-        users.sort_unstable();
-        users.dedup();
-        let stats_before = queries::user_stats(&mut tx, &users)
-            .await
-            .map_err(SinkError::db("reading user statistics"))?;
-        steps.mark("read_stats");
-
-        // Optimistic: copy straight into the table; a conflict means a replay, so learn which
-        // tx_ids exist and copy the rest; a refused row is isolated by bisection.
-        let scored = loop {
-            let scored = self.score(&valid, &stats_before);
-            savepoint(&mut tx, "SAVEPOINT batch_rows").await?;
-            let Err(err) = copy_in(&mut tx, SINK_COPY, &scored.copy).await else {
-                savepoint(&mut tx, "RELEASE SAVEPOINT batch_rows").await?;
-                break scored;
-            };
-            savepoint(&mut tx, "ROLLBACK TO SAVEPOINT batch_rows").await?;
-            if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) {
-                let ids: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.tx_id).collect();
-                let existing = queries::existing_tx_ids(&mut tx, &ids)
-                    .await
-                    .map_err(SinkError::db("looking up replayed tx_ids"))?;
-                if existing.is_empty() {
-                    // Another writer holds the same tx_id uncommitted: it will win, try again.
-                    return Err(SinkError::Db {
-                        context: "copying rows",
-                        cause: err,
-                    });
+        let scored = if careful {
+            self.copy_carefully(&mut tx, &mut valid, &mut rejects, &mut written, &state.stats)
+                .await?
+        } else {
+            let scored = self.score(&valid, &state.stats);
+            if let Err(err) = copy_in(&mut tx, SINK_COPY, &scored.copy).await {
+                if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) || is_row_rejection(&err)
+                {
+                    debug!(%err, "the batch's COPY failed; trying again carefully");
+                    return Err(Attempt::Careful);
                 }
-                written.duplicates += existing.len();
-                valid.retain(|(_, tx)| !existing.contains(&tx.tx_id));
-            } else if is_row_rejection(&err) {
-                let refused = self.isolate(&mut tx, &valid, &stats_before).await?;
-                if refused.is_empty() {
-                    return Err(SinkError::Db {
-                        context: "copying rows",
-                        cause: err,
-                    });
-                }
-                let mut refused: HashMap<usize, String> = refused.into_iter().collect();
-                let mut kept = Vec::with_capacity(valid.len());
-                for (i, (m, tx)) in valid.into_iter().enumerate() {
-                    match refused.remove(&i) {
-                        Some(message) => rejects.push((m, DB_REJECTED, message)),
-                        None => kept.push((m, tx)),
-                    }
-                }
-                valid = kept;
-            } else {
                 return Err(SinkError::Db {
                     context: "copying rows",
                     cause: err,
-                });
+                }
+                .into());
             }
+            scored
         };
-
         steps.mark("copy_rows");
-        queries::store_user_stats(&mut tx, &scored.stats)
-            .await
-            .map_err(SinkError::db("updating user statistics"))?;
-        queries::insert_outbox(&mut tx, &scored.outbox)
-            .await
-            .map_err(SinkError::db("writing the anomaly outbox"))?;
+
         let reject_rows: Vec<RejectRow<'_>> = rejects
             .iter()
             .map(|(m, kind, message)| RejectRow {
@@ -219,21 +254,29 @@ impl Writer {
                 payload: &m.payload,
             })
             .collect();
-        queries::insert_rejects(&mut tx, &self.topic, &reject_rows)
-            .await
-            .map_err(SinkError::db("writing rejects"))?;
         let offsets: Vec<(i32, i64)> = next_offsets.into_iter().collect();
-        queries::store_offsets(&mut tx, &self.group, &self.topic, &offsets)
-            .await
-            .map_err(SinkError::db("storing offsets"))?;
+        queries::finish_batch(
+            &mut tx,
+            &BatchEnd {
+                group: &self.group,
+                topic: &self.topic,
+                stats: &scored.stats,
+                outbox: &scored.outbox,
+                rejects: &reject_rows,
+                next_offsets: &offsets,
+            },
+        )
+        .await
+        .map_err(SinkError::db(
+            "writing user statistics, anomalies, rejects and offsets",
+        ))?;
         steps.mark("stats_outbox_rejects_offsets");
-        written.late_arriving = self.count_late_arriving(&mut tx, &valid).await?;
-        steps.mark("late_arriving");
 
         // Rows the database refused were found during the COPY.
+        let early = letters.take().expect("enqueued above");
         let late = self
             .dead_letters
-            .enqueue(&dead_letters(&rejects[early_letters..]))?;
+            .enqueue(&dead_letters(&rejects[validator_rejects..]))?;
         early.acknowledged().await?;
         late.acknowledged().await?;
         steps.mark("dead_letters");
@@ -246,9 +289,90 @@ impl Writer {
         written.inserted = scored.rows.len();
         written.rejected = rejects.len();
         written.anomalies = scored.outbox.len();
+        written.late_arriving = valid
+            .iter()
+            .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
+            .count();
         self.count(&written, &rejects, &scored, committed, started);
-        debug!(steps = %steps, "batch steps (ms)");
+        debug!(steps = %steps, careful, "batch steps (ms)");
         Ok(written)
+    }
+
+    /// The users of the batch's valid messages, and those of them not known to be in
+    /// `users_raw` yet (users never leave it, so only unknown ones are looked up again).
+    fn users_of(&self, batch: &Batch) -> (Vec<Uuid>, Vec<Uuid>) {
+        let mut users: Vec<Uuid> = batch
+            .messages
+            .iter()
+            .filter_map(|m| m.verdict.as_ref().ok().map(|tx| tx.user_id))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let unknown = users
+            .iter()
+            .filter(|user| !self.known_users.contains(user))
+            .copied()
+            .collect();
+        (users, unknown)
+    }
+
+    /// Copies `valid` under a savepoint, again and again: a conflict means a replay, so the
+    /// tx_ids that exist are dropped (as duplicates); a refused row is isolated by bisection and
+    /// joins `rejects` as `db_rejected`.
+    async fn copy_carefully<'b>(
+        &self,
+        conn: &mut PgConnection,
+        valid: &mut Vec<(&'b Consumed, &'b Transaction)>,
+        rejects: &mut Vec<(&'b Consumed, &'b str, String)>,
+        written: &mut Written,
+        stats_before: &HashMap<Uuid, RunningStats>,
+    ) -> Result<Scored, SinkError> {
+        loop {
+            let scored = self.score(valid, stats_before);
+            savepoint(conn, "SAVEPOINT batch_rows").await?;
+            let Err(err) = copy_in(conn, SINK_COPY, &scored.copy).await else {
+                savepoint(conn, "RELEASE SAVEPOINT batch_rows").await?;
+                return Ok(scored);
+            };
+            savepoint(conn, "ROLLBACK TO SAVEPOINT batch_rows").await?;
+            if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) {
+                let ids: Vec<Uuid> = valid.iter().map(|(_, tx)| tx.tx_id).collect();
+                let existing = queries::existing_tx_ids(conn, &ids)
+                    .await
+                    .map_err(SinkError::db("looking up replayed tx_ids"))?;
+                if existing.is_empty() {
+                    // Another writer holds the same tx_id uncommitted: it will win, try again.
+                    return Err(SinkError::Db {
+                        context: "copying rows",
+                        cause: err,
+                    });
+                }
+                written.duplicates += existing.len();
+                valid.retain(|(_, tx)| !existing.contains(&tx.tx_id));
+            } else if is_row_rejection(&err) {
+                let refused = self.isolate(conn, valid, stats_before).await?;
+                if refused.is_empty() {
+                    return Err(SinkError::Db {
+                        context: "copying rows",
+                        cause: err,
+                    });
+                }
+                let mut refused: HashMap<usize, String> = refused.into_iter().collect();
+                let mut kept = Vec::with_capacity(valid.len());
+                for (i, (m, tx)) in valid.drain(..).enumerate() {
+                    match refused.remove(&i) {
+                        Some(message) => rejects.push((m, DB_REJECTED, message)),
+                        None => kept.push((m, tx)),
+                    }
+                }
+                *valid = kept;
+            } else {
+                return Err(SinkError::Db {
+                    context: "copying rows",
+                    cause: err,
+                });
+            }
+        }
     }
 
     /// Scores `valid` (in offset order) against the statistics before the batch.
@@ -325,32 +449,6 @@ impl Writer {
             }
         }
         Ok(refused)
-    }
-
-    /// Rows whose user the batch files do not know yet (late-arriving dimension members).
-    async fn count_late_arriving(
-        &mut self,
-        conn: &mut PgConnection,
-        valid: &[(&Consumed, &Transaction)],
-    ) -> Result<usize, SinkError> {
-        let mut unknown: Vec<Uuid> = valid
-            .iter()
-            .map(|(_, tx)| tx.user_id)
-            .filter(|user| !self.known_users.contains(user))
-            .collect();
-        if unknown.is_empty() {
-            return Ok(0);
-        }
-        unknown.sort_unstable();
-        unknown.dedup();
-        let known = queries::known_users(conn, &unknown)
-            .await
-            .map_err(SinkError::db("looking up users"))?;
-        self.known_users.extend(known);
-        Ok(valid
-            .iter()
-            .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
-            .count())
     }
 
     fn count(
