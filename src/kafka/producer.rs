@@ -256,6 +256,11 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
+/// The shortest pause of a paced sender. At 10,000 msg/s a token comes every 100 µs, and a
+/// sleep per message would cost a context switch each; waking once a millisecond sends the
+/// tokens saved meanwhile in a burst far shorter than any linger, at the same average rate.
+const MIN_PACING_SLEEP: Duration = Duration::from_millis(1);
+
 /// Paces sending: `rate` tokens a second, at most `capacity` saved up, one token per message.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -351,7 +356,7 @@ pub fn produce_blocking<M: Outgoing>(
                 if cancel.is_cancelled() {
                     break 'send StopReason::Cancelled;
                 }
-                std::thread::sleep(wait);
+                std::thread::sleep(wait.max(MIN_PACING_SLEEP));
                 now = Instant::now();
             }
         }

@@ -567,8 +567,12 @@ struct SinkProcess {
 impl SinkProcess {
     /// Logs go to a file in the temp folder (a pipe nobody reads would stall the process).
     fn spawn(db: &TestDb, args: &[String]) -> Self {
+        Self::spawn_on(&services().kafka_brokers, db, args)
+    }
+
+    fn spawn_on(brokers: &str, db: &TestDb, args: &[String]) -> Self {
         let log = std::env::temp_dir().join(format!("etl-it-sink-{}.log", Uuid::new_v4().simple()));
-        let child = etl_command(&db.url, &services().kafka_brokers)
+        let child = etl_command(&db.url, brokers)
             .args(args)
             .env("RUST_LOG", "info,librdkafka=info")
             .stdout(Stdio::null())
@@ -706,7 +710,8 @@ async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
     // tansu 0.6 keeps handing them to the dead member (seen: the survivor's rebalance gives it
     // its old partitions only), so here the first process is stopped the way an orchestrator
     // does, with SIGTERM: it leaves the group and the other takes its partitions over.
-    // SIGKILL recovery itself is `killed_with_sigkill_again_and_again_it_ends_exactly_right`.
+    // SIGKILL recovery itself is `killed_with_sigkill_again_and_again_it_ends_exactly_right`,
+    // and the hand-over after a SIGKILL is the next test, on a coordinator that expires sessions.
     sinks[0].terminate();
     assert!(sinks[0].child.wait().unwrap().success());
     let second = generate(&users, 9_000, 31).split_off(6_000);
@@ -732,6 +737,89 @@ async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
     )
     .await;
     assert_eq!(partitions, 6);
+}
+
+/// The other half of "killing one hands its partitions to the other", with SIGKILL: the dead
+/// member never leaves the group, so its partitions move only when the coordinator times its
+/// session out. tansu 0.6 never does (see the test above), so the coordinator here is
+/// librdkafka's mock cluster, which expires sessions as Apache Kafka does; the two processes,
+/// the kill and the database are real.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_sink_hands_its_partitions_to_the_other_when_its_session_expires() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let topics = [
+        ("transactions", 6),
+        ("transactions_error", 1),
+        ("anomalies", 1),
+    ];
+    for (topic, partitions) in topics {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    let brokers = mock.bootstrap_servers();
+    let settings = KafkaSettings::new(&brokers);
+    let db = TestDb::migrated().await;
+    let users = users(600);
+    insert_users(&db.pool, &users).await;
+    let group = format!("it-killed-pair-{}", Uuid::new_v4().simple());
+    let ports = [free_port(), free_port()];
+    let mut sinks: Vec<SinkProcess> = ports
+        .iter()
+        .map(|port| {
+            let args = [
+                "sink",
+                "--group",
+                &group,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ]
+            .map(String::from);
+            SinkProcess::spawn_on(&brokers, &db, &args)
+        })
+        .collect();
+    let first = generate(&users, 6_000, 37);
+    let mut expected = Expected::of(&first);
+    send(&settings, "transactions", first).await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    let before: Vec<u64> = futures::future::join_all(ports.map(inserted_by)).await;
+    assert!(
+        before.iter().all(|n| *n > 0),
+        "both processes should have written rows: {before:?}"
+    );
+
+    sinks[0].kill();
+    let second = generate(&users, 12_000, 37).split_off(6_000);
+    let more = Expected::of(&second);
+    let more_valid = more.valid.len() as u64;
+    expected.valid.extend(more.valid);
+    for (kind, n) in more.rejects_by_kind {
+        *expected.rejects_by_kind.entry(kind).or_default() += n;
+    }
+    send(&settings, "transactions", second).await;
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_sink",
+        expected.valid.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    // Every partition's new rows, the dead member's included, came through the survivor.
+    assert_eq!(inserted_by(ports[1]).await - before[1], more_valid);
+    await_count(
+        &db.pool,
+        "SELECT count(*) FROM transactions_rejected",
+        expected.rejects(),
+        Duration::from_secs(60),
+    )
+    .await;
+    sinks[1].terminate();
+    assert!(sinks[1].child.wait().unwrap().success());
+    assert_exact(&db.pool, &expected).await;
 }
 
 /// `etl_sink_inserted_rows_total` of the sink serving metrics on `port`.

@@ -224,13 +224,18 @@ impl Writer {
         }
 
         let scored = if careful {
-            self.copy_carefully(&mut tx, &mut valid, &mut rejects, &mut written, &state.stats)
-                .await?
+            self.copy_carefully(
+                &mut tx,
+                &mut valid,
+                &mut rejects,
+                &mut written,
+                &state.stats,
+            )
+            .await?
         } else {
             let scored = self.score(&valid, &state.stats);
             if let Err(err) = copy_in(&mut tx, SINK_COPY, &scored.copy).await {
-                if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) || is_row_rejection(&err)
-                {
+                if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) || is_row_rejection(&err) {
                     debug!(%err, "the batch's COPY failed; trying again carefully");
                     return Err(Attempt::Careful);
                 }
