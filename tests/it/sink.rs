@@ -152,6 +152,38 @@ impl Expected {
     fn rejects(&self) -> i64 {
         self.rejects_by_kind.values().sum()
     }
+
+    /// What is expected once `more` is sent too.
+    fn add(&mut self, more: Expected) {
+        self.valid.extend(more.valid);
+        self.orphan_rows += more.orphan_rows;
+        for (kind, n) in more.rejects_by_kind {
+            *self.rejects_by_kind.entry(kind).or_default() += n;
+        }
+    }
+}
+
+/// Waits until every valid row of `expected` is in the table and every reject recorded.
+async fn await_everything(pool: &PgPool, expected: &Expected) {
+    await_rows(pool, expected.valid.len() as i64).await;
+    await_count(
+        pool,
+        "SELECT count(*) FROM transactions_rejected",
+        expected.rejects(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Waits (at most 120 s) until `transactions_sink` holds `rows` rows.
+async fn await_rows(pool: &PgPool, rows: i64) {
+    await_count(
+        pool,
+        "SELECT count(*) FROM transactions_sink",
+        rows,
+        Duration::from_secs(120),
+    )
+    .await;
 }
 
 /// The table holds exactly the valid tx_ids once, the rejects are exactly the invalid messages by
@@ -680,30 +712,12 @@ async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
     let users = users(600);
     insert_users(&db.pool, &users).await;
     let group = format!("it-pair-{}", Uuid::new_v4().simple());
-    let ports = [free_port(), free_port()];
-    let mut sinks: Vec<SinkProcess> = ports
-        .iter()
-        .map(|port| {
-            let mut args = topics.cli_args(&group);
-            args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
-            SinkProcess::spawn(&db, &args)
-        })
-        .collect();
+    let (ports, mut sinks) = sink_pair(&services().kafka_brokers, &db, &topics.cli_args(&group));
     let first = generate(&users, 6_000, 31);
     let mut expected = Expected::of(&first);
     send(&kafka(), &topics.source.name, first).await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        expected.valid.len() as i64,
-        Duration::from_secs(120),
-    )
-    .await;
-    let inserted: Vec<u64> = futures::future::join_all(ports.map(inserted_by)).await;
-    assert!(
-        inserted.iter().all(|n| *n > 0),
-        "both processes should have written rows: {inserted:?}"
-    );
+    await_rows(&db.pool, expected.valid.len() as i64).await;
+    let inserted = both_wrote(ports).await;
     assert_eq!(inserted.iter().sum::<u64>() as usize, expected.valid.len());
 
     // On Apache Kafka a SIGKILLed member's partitions move after its session times out (6 s).
@@ -715,19 +729,9 @@ async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
     sinks[0].terminate();
     assert!(sinks[0].child.wait().unwrap().success());
     let second = generate(&users, 9_000, 31).split_off(6_000);
-    let more = Expected::of(&second);
-    expected.valid.extend(more.valid);
-    for (kind, n) in more.rejects_by_kind {
-        *expected.rejects_by_kind.entry(kind).or_default() += n;
-    }
+    expected.add(Expected::of(&second));
     send(&kafka(), &topics.source.name, second).await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        expected.valid.len() as i64,
-        Duration::from_secs(120),
-    )
-    .await;
+    await_rows(&db.pool, expected.valid.len() as i64).await;
     sinks[1].terminate();
     assert!(sinks[1].child.wait().unwrap().success());
     assert_exact(&db.pool, &expected).await;
@@ -746,68 +750,28 @@ async fn two_sinks_share_six_partitions_and_one_takes_over_from_the_other() {
 /// the kill and the database are real.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_sink_hands_its_partitions_to_the_other_when_its_session_expires() {
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let topics = [
-        ("transactions", 6),
-        ("transactions_error", 1),
-        ("anomalies", 1),
-    ];
-    for (topic, partitions) in topics {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
+    let mock = mock_cluster(6);
     let brokers = mock.bootstrap_servers();
     let settings = KafkaSettings::new(&brokers);
     let db = TestDb::migrated().await;
     let users = users(600);
     insert_users(&db.pool, &users).await;
     let group = format!("it-killed-pair-{}", Uuid::new_v4().simple());
-    let ports = [free_port(), free_port()];
-    let mut sinks: Vec<SinkProcess> = ports
-        .iter()
-        .map(|port| {
-            let args = [
-                "sink",
-                "--group",
-                &group,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ]
-            .map(String::from);
-            SinkProcess::spawn_on(&brokers, &db, &args)
-        })
-        .collect();
+    let args = ["sink", "--group", &group].map(String::from);
+    let (ports, mut sinks) = sink_pair(&brokers, &db, &args);
     let first = generate(&users, 6_000, 37);
     let mut expected = Expected::of(&first);
     send(&settings, "transactions", first).await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        expected.valid.len() as i64,
-        Duration::from_secs(120),
-    )
-    .await;
-    let before: Vec<u64> = futures::future::join_all(ports.map(inserted_by)).await;
-    assert!(
-        before.iter().all(|n| *n > 0),
-        "both processes should have written rows: {before:?}"
-    );
+    await_rows(&db.pool, expected.valid.len() as i64).await;
+    let before = both_wrote(ports).await;
 
     sinks[0].kill();
     let second = generate(&users, 12_000, 37).split_off(6_000);
     let more = Expected::of(&second);
     let more_valid = more.valid.len() as u64;
-    expected.valid.extend(more.valid);
-    for (kind, n) in more.rejects_by_kind {
-        *expected.rejects_by_kind.entry(kind).or_default() += n;
-    }
+    expected.add(more);
     send(&settings, "transactions", second).await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        expected.valid.len() as i64,
-        Duration::from_secs(120),
-    )
-    .await;
+    await_rows(&db.pool, expected.valid.len() as i64).await;
     // Every partition's new rows, the dead member's included, came through the survivor.
     assert_eq!(inserted_by(ports[1]).await - before[1], more_valid);
     await_count(
@@ -820,6 +784,46 @@ async fn a_sigkilled_sink_hands_its_partitions_to_the_other_when_its_session_exp
     sinks[1].terminate();
     assert!(sinks[1].child.wait().unwrap().success());
     assert_exact(&db.pool, &expected).await;
+}
+
+/// librdkafka's mock cluster, one broker, with the sink's topics under their default names and
+/// `partitions` partitions to read.
+fn mock_cluster(
+    partitions: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for (topic, partitions) in [
+        ("transactions", partitions),
+        ("transactions_error", 1),
+        ("anomalies", 1),
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    mock
+}
+
+/// Two `etl sink` processes with `args` on `brokers`, each serving metrics on a port of its own.
+fn sink_pair(brokers: &str, db: &TestDb, args: &[String]) -> ([u16; 2], Vec<SinkProcess>) {
+    let ports = [free_port(), free_port()];
+    let sinks = ports
+        .iter()
+        .map(|port| {
+            let mut args = args.to_vec();
+            args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+            SinkProcess::spawn_on(brokers, db, &args)
+        })
+        .collect();
+    (ports, sinks)
+}
+
+/// The rows each of a pair inserted so far; both must have written some.
+async fn both_wrote(ports: [u16; 2]) -> Vec<u64> {
+    let inserted: Vec<u64> = futures::future::join_all(ports.map(inserted_by)).await;
+    assert!(
+        inserted.iter().all(|n| *n > 0),
+        "both processes should have written rows: {inserted:?}"
+    );
+    inserted
 }
 
 /// `etl_sink_inserted_rows_total` of the sink serving metrics on `port`.
@@ -841,13 +845,7 @@ async fn sigterm_stops_within_ten_seconds_and_loses_nothing() {
     send(&kafka(), &topics.source.name, messages).await;
     let group = format!("it-term-{}", Uuid::new_v4().simple());
     let mut sink = SinkProcess::spawn(&db, &topics.cli_args(&group));
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        2_000,
-        Duration::from_secs(120),
-    )
-    .await;
+    await_rows(&db.pool, 2_000).await;
     sink.terminate();
     let stopped = tokio::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || {
@@ -984,13 +982,7 @@ async fn postgres_restarted_mid_stream_the_sink_recovers_by_itself() {
             sink::run(&kafka(), &url, pool, &options, Metrics::new(), cancel).await
         })
     };
-    await_count(
-        &pool,
-        "SELECT count(*) FROM transactions_sink",
-        1_000,
-        Duration::from_secs(120),
-    )
-    .await;
+    await_rows(&pool, 1_000).await;
     let server = tokio::task::spawn_blocking(move || {
         server.restart();
         server
@@ -1000,13 +992,7 @@ async fn postgres_restarted_mid_stream_the_sink_recovers_by_itself() {
     send(&kafka(), &topics.source.name, second).await;
     let mut running = std::pin::pin!(running);
     let caught_up = async {
-        await_count(
-            &pool,
-            "SELECT count(*) FROM transactions_sink",
-            expected.valid.len() as i64,
-            Duration::from_secs(120),
-        )
-        .await;
+        await_rows(&pool, expected.valid.len() as i64).await;
         await_count(
             &pool,
             "SELECT count(*) FROM transactions_rejected",
@@ -1031,14 +1017,7 @@ async fn postgres_restarted_mid_stream_the_sink_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_down_for_a_while_the_sink_recovers_by_itself() {
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("transactions", 3),
-        ("transactions_error", 1),
-        ("anomalies", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
+    let mock = mock_cluster(3);
     let settings = KafkaSettings::new(mock.bootstrap_servers());
     let db = TestDb::migrated().await;
     let users = users(100);
@@ -1081,20 +1060,7 @@ async fn broker_down_for_a_while_the_sink_recovers_by_itself() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     mock.broker_up(1).unwrap();
     send(&settings, "transactions", second).await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_sink",
-        expected.valid.len() as i64,
-        Duration::from_secs(120),
-    )
-    .await;
-    await_count(
-        &db.pool,
-        "SELECT count(*) FROM transactions_rejected",
-        expected.rejects(),
-        Duration::from_secs(60),
-    )
-    .await;
+    await_everything(&db.pool, &expected).await;
     cancel.cancel();
     running
         .await
