@@ -48,9 +48,15 @@ pub struct Writer {
     /// Users seen in `users_raw`; users never leave it, so only unknown ones are looked up again.
     known_users: HashSet<Uuid>,
     synchronous_commit: bool,
-    /// The connection batches are written on, kept between batches; dropped after an error.
-    conn: Option<PoolConnection<Postgres>>,
+    /// The connection batches are written on, kept between batches with the time it was last
+    /// used; dropped after an error.
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
 }
+
+/// How long the writer keeps an idle connection for itself. After a quiet spell it goes back to
+/// the pool, whose check on handing it out again catches one that a server or proxy closed
+/// meanwhile: better than a failed batch and a retry warning after every lull.
+const KEEP_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why an attempt at a batch's transaction ended without a commit.
 enum Attempt {
@@ -116,7 +122,7 @@ impl Writer {
                 .await
             {
                 Ok(written) => {
-                    self.conn = Some(conn);
+                    self.conn = Some((conn, Instant::now()));
                     return Ok(written);
                 }
                 Err(Attempt::Careful) if !careful => careful = true,
@@ -131,11 +137,12 @@ impl Writer {
     }
 
     /// The writer keeps one connection between batches: no pool round trip (sqlx pings a
-    /// connection it hands out) in the way of every batch.
+    /// connection it hands out) in the way of every batch of a steady stream.
     async fn connection(&mut self) -> Result<PoolConnection<Postgres>, SinkError> {
         match self.conn.take() {
-            Some(conn) => Ok(conn),
-            None => self
+            Some((conn, last_used)) if last_used.elapsed() < KEEP_IDLE_CONNECTION => Ok(conn),
+            // An idle one returns to the pool here, which checks it before handing one out.
+            _ => self
                 .pool
                 .acquire()
                 .await
