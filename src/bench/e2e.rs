@@ -14,7 +14,6 @@
 //! do: it is the transaction's start, before the commit.) Producer linger, broker, fetch,
 //! batching, the database transaction and the dead letters' acknowledgement are all inside.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,14 +24,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::broker::{BenchBroker, default_tansu_binary};
+use super::broker::BenchBroker;
 use super::scratch::{
-    BenchRun, CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users, traffic,
+    BenchRun, CpuReading, ScratchDb, StreamBenchOptions, bench_users, insert_users, traffic,
     wait_for,
 };
 use super::stats::Distribution;
 use super::{BenchError, process_cpu_time};
-use crate::db;
 use crate::generate::stream::StreamGenerator;
 use crate::kafka::producer::{
     PRODUCED_AT_HEADER, ProduceOptions, ProduceSummary, produce_blocking,
@@ -47,23 +45,11 @@ pub const AIM_P99_MS: f64 = 25.0;
 
 #[derive(Debug, Clone)]
 pub struct E2eBenchOptions {
-    /// The server to use: a scratch database is created on it and dropped afterwards.
-    pub database_url: String,
+    /// The servers, the traffic and the sink's settings; the group is the benchmark's own.
+    pub stream: StreamBenchOptions,
     /// Messages per second.
     pub rate: u32,
     pub duration: Duration,
-    pub partitions: i32,
-    pub users: u32,
-    pub seed: u64,
-    pub invalid_ratio: f64,
-    pub orphan_ratio: f64,
-    pub tansu: PathBuf,
-    /// `-X` settings for every Kafka client of the benchmark, the sink's included.
-    pub overrides: Vec<(String, String)>,
-    /// The sink's settings; the group is the benchmark's own.
-    pub sink: SinkOptions,
-    /// Connections of the sink's pool (`etl kafka-to-postgres` uses 4).
-    pub db_connections: u32,
     /// Messages sent and committed before the measured stream.
     pub warmup_messages: u64,
     /// Also read the topic with a plain consumer (the sink's fetch settings, no database) and
@@ -74,18 +60,9 @@ pub struct E2eBenchOptions {
 impl Default for E2eBenchOptions {
     fn default() -> Self {
         Self {
-            database_url: db::DEFAULT_DATABASE_URL.to_string(),
+            stream: StreamBenchOptions::default(),
             rate: 10_000,
             duration: Duration::from_secs(60),
-            partitions: 3,
-            users: 10_000,
-            seed: 1,
-            invalid_ratio: 0.01,
-            orphan_ratio: 0.02,
-            tansu: default_tansu_binary(),
-            overrides: Vec::new(),
-            sink: SinkOptions::default(),
-            db_connections: 4,
             warmup_messages: 500,
             transport_probe: false,
         }
@@ -220,21 +197,16 @@ pub async fn run(
     options: &E2eBenchOptions,
     cancel: CancellationToken,
 ) -> Result<E2eBenchReport, BenchError> {
-    let bench_run = BenchRun::start(&options.database_url);
-    let users = bench_users(options.users);
-    let broker = BenchBroker::start(&options.tansu).await?;
-    let settings = KafkaSettings {
-        overrides: options.overrides.clone(),
-        ..broker.settings()
-    };
+    let bench_run = BenchRun::start(&options.stream.database_url);
+    let users = bench_users(options.stream.users);
     let sink = SinkOptions {
         group: format!("bench-e2e-{}", Uuid::new_v4().simple()),
         until_caught_up: false,
         metrics_addr: None,
-        ..options.sink.clone()
+        ..options.stream.sink.clone()
     };
-    create_sink_topics(&settings, &sink, options.partitions).await?;
-    let scratch = ScratchDb::create(&options.database_url, options.db_connections.max(2)).await?;
+    let (broker, settings) = options.stream.start_broker(&sink).await?;
+    let scratch = options.stream.scratch_db().await?;
     let measured = async {
         insert_users(&scratch.pool, &users).await?;
         measure(
@@ -275,7 +247,7 @@ pub async fn run(
         _ => Duration::ZERO,
     };
     let producer_linger_ms = KafkaSettings {
-        overrides: options.overrides.clone(),
+        overrides: options.stream.overrides.clone(),
         ..KafkaSettings::new("-")
     }
     .producer_config()
@@ -307,10 +279,10 @@ pub async fn run(
         transport_latency_ms: produced.transport.and_then(|latencies| {
             Distribution::of(latencies.into_iter().map(|us| us as f64 / 1e3))
         }),
-        partitions: options.partitions,
-        users: options.users,
-        invalid_ratio: options.invalid_ratio,
-        orphan_ratio: options.orphan_ratio,
+        partitions: options.stream.partitions,
+        users: options.stream.users,
+        invalid_ratio: options.stream.invalid_ratio,
+        orphan_ratio: options.stream.orphan_ratio,
         batch_size: sink.batch_size,
         batch_wait_ms: sink.batch_wait.as_secs_f64() * 1e3,
         producer_linger_ms,
@@ -354,7 +326,7 @@ async fn measure(
         transport_probe(
             settings,
             &sink_options.topic,
-            options.partitions,
+            options.stream.partitions,
             probe_stop.clone(),
         )
     });
@@ -379,7 +351,10 @@ async fn measure(
         rate: Some(options.rate.clamp(1, 1_000)),
         ..ProduceOptions::default()
     };
-    let generator = StreamGenerator::new(users, traffic(options.seed.wrapping_add(1), 0.0, 0.0));
+    let generator = StreamGenerator::new(
+        users,
+        traffic(options.stream.seed.wrapping_add(1), 0.0, 0.0),
+    );
     let warmed = send(settings, produce, generator, cancel)
         .await
         .and_then(|s| {
@@ -426,7 +401,11 @@ async fn measure(
     };
     let generator = StreamGenerator::new(
         users,
-        traffic(options.seed, options.invalid_ratio, options.orphan_ratio),
+        traffic(
+            options.stream.seed,
+            options.stream.invalid_ratio,
+            options.stream.orphan_ratio,
+        ),
     );
     let send_started = Utc::now();
     let cpu_at_start = process_cpu_time();

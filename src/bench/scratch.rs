@@ -2,6 +2,7 @@
 //! benchmark uses it too), and for the sink benchmarks the users in `users_raw`, the sink's
 //! topics on the benchmark's own broker, and the generated traffic.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::broker::{BenchBroker, default_tansu_binary};
 use super::{BenchError, build_profile, cpus, load_average, show_load};
 use crate::db;
 use crate::generate::stream::{StreamMessage, StreamOptions};
@@ -16,6 +18,66 @@ use crate::kafka::KafkaSettings;
 use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::producer::Outgoing;
 use crate::kafka::sink::SinkOptions;
+
+/// What the sink benchmarks (`etl bench sink`, `etl bench e2e`) share: the servers, the
+/// generated traffic and the sink's settings.
+#[derive(Debug, Clone)]
+pub struct StreamBenchOptions {
+    /// The server to use: a scratch database is created on it and dropped afterwards.
+    pub database_url: String,
+    pub partitions: i32,
+    /// Distinct users (keys) in the generated traffic.
+    pub users: u32,
+    pub seed: u64,
+    pub invalid_ratio: f64,
+    pub orphan_ratio: f64,
+    pub tansu: PathBuf,
+    /// `-X` settings for every Kafka client of the benchmark, the sink's included.
+    pub overrides: Vec<(String, String)>,
+    /// The sink's settings.
+    pub sink: SinkOptions,
+    /// Connections of the sink's pool (`etl kafka-to-postgres` uses 4).
+    pub db_connections: u32,
+}
+
+impl Default for StreamBenchOptions {
+    fn default() -> Self {
+        Self {
+            database_url: db::DEFAULT_DATABASE_URL.to_string(),
+            partitions: 3,
+            users: 10_000,
+            seed: 1,
+            invalid_ratio: 0.01,
+            orphan_ratio: 0.02,
+            tansu: default_tansu_binary(),
+            overrides: Vec::new(),
+            sink: SinkOptions::default(),
+            db_connections: 4,
+        }
+    }
+}
+
+impl StreamBenchOptions {
+    /// Starts the benchmark's broker and creates `sink`'s topics on it; the settings carry the
+    /// `-X` overrides.
+    pub async fn start_broker(
+        &self,
+        sink: &SinkOptions,
+    ) -> Result<(BenchBroker, KafkaSettings), BenchError> {
+        let broker = BenchBroker::start(&self.tansu).await?;
+        let settings = KafkaSettings {
+            overrides: self.overrides.clone(),
+            ..broker.settings()
+        };
+        create_sink_topics(&settings, sink, self.partitions).await?;
+        Ok((broker, settings))
+    }
+
+    /// The scratch database, with a pool the size of the sink's (at least 2).
+    pub async fn scratch_db(&self) -> Result<ScratchDb, BenchError> {
+        ScratchDb::create(&self.database_url, self.db_connections.max(2)).await
+    }
+}
 
 /// A database of the benchmark's own on the server of `DATABASE_URL`.
 pub struct ScratchDb {

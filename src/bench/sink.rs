@@ -22,7 +22,6 @@
 //! benchmark stops the sink itself once its commit log holds every message.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,15 +32,14 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::broker::{BenchBroker, default_tansu_binary};
+use super::broker::BenchBroker;
 use super::scratch::{
-    BenchRun, Borrowed, CpuReading, ScratchDb, bench_users, create_sink_topics, insert_users,
+    BenchRun, Borrowed, CpuReading, ScratchDb, StreamBenchOptions, bench_users, insert_users,
     traffic, wait_for,
 };
 use super::stats::{Distribution, median};
 use super::{BenchError, process_cpu_time};
 use crate::batch::load::copy_in;
-use crate::db;
 use crate::db::sink::{SINK_COPY, SinkRow, sink_row};
 use crate::domain::anomaly::RunningStats;
 use crate::domain::transaction::validate;
@@ -57,24 +55,12 @@ pub const TARGET_SHARE_OF_RAW_COPY: f64 = 0.7;
 
 #[derive(Debug, Clone)]
 pub struct SinkBenchOptions {
-    /// The server to use: a scratch database is created on it and dropped afterwards.
-    pub database_url: String,
+    /// The servers, the traffic and the sink's settings; the group is the benchmark's own each
+    /// round.
+    pub stream: StreamBenchOptions,
     /// Messages pre-filled into the topic.
     pub count: u64,
     pub rounds: u32,
-    pub partitions: i32,
-    /// Distinct users (keys) in the generated traffic.
-    pub users: u32,
-    pub seed: u64,
-    pub invalid_ratio: f64,
-    pub orphan_ratio: f64,
-    pub tansu: PathBuf,
-    /// `-X` settings for every Kafka client of the benchmark, the sink's included.
-    pub overrides: Vec<(String, String)>,
-    /// The sink's settings (batch size and wait); the group is the benchmark's own each round.
-    pub sink: SinkOptions,
-    /// Connections of the sink's pool (`etl kafka-to-postgres` uses 4).
-    pub db_connections: u32,
     /// Longest one drain may take before the benchmark gives up.
     pub drain_timeout: Duration,
 }
@@ -82,24 +68,14 @@ pub struct SinkBenchOptions {
 impl Default for SinkBenchOptions {
     fn default() -> Self {
         Self {
-            database_url: db::DEFAULT_DATABASE_URL.to_string(),
+            stream: StreamBenchOptions::default(),
             count: 1_000_000,
             rounds: 3,
-            partitions: 3,
-            users: 10_000,
-            seed: 1,
-            invalid_ratio: 0.01,
-            orphan_ratio: 0.02,
-            tansu: default_tansu_binary(),
-            overrides: Vec::new(),
-            sink: SinkOptions::default(),
-            db_connections: 4,
             drain_timeout: Duration::from_secs(600),
         }
     }
 }
 
-/// How a drain ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DrainStop {
@@ -274,11 +250,15 @@ impl Traffic {
     fn generate(users: &[Uuid], options: &SinkBenchOptions, topic: &str) -> Self {
         let messages: Vec<StreamMessage> = StreamGenerator::new(
             users,
-            traffic(options.seed, options.invalid_ratio, options.orphan_ratio),
+            traffic(
+                options.stream.seed,
+                options.stream.invalid_ratio,
+                options.stream.orphan_ratio,
+            ),
         )
         .take(options.count as usize)
         .collect();
-        let partitions = options.partitions.max(1) as usize;
+        let partitions = options.stream.partitions.max(1) as usize;
         let mut next_offsets = vec![0i64; partitions];
         let mut stats: HashMap<Uuid, RunningStats> = HashMap::new();
         let produced_at = Some(Utc::now());
@@ -323,12 +303,12 @@ pub async fn run(
     options: &SinkBenchOptions,
     cancel: CancellationToken,
 ) -> Result<SinkBenchReport, BenchError> {
-    let bench_run = BenchRun::start(&options.database_url);
-    let users = bench_users(options.users);
+    let bench_run = BenchRun::start(&options.stream.database_url);
+    let users = bench_users(options.stream.users);
     let sink = SinkOptions {
         until_caught_up: false,
         metrics_addr: None,
-        ..options.sink.clone()
+        ..options.stream.sink.clone()
     };
 
     tracing::info!(
@@ -342,12 +322,7 @@ pub async fn run(
             .expect("the generator does not panic")
     };
 
-    let broker = BenchBroker::start(&options.tansu).await?;
-    let settings = KafkaSettings {
-        overrides: options.overrides.clone(),
-        ..broker.settings()
-    };
-    create_sink_topics(&settings, &sink, options.partitions).await?;
+    let (broker, settings) = options.stream.start_broker(&sink).await?;
     let prefill_messages_per_second = prefill(&settings, &sink.topic, &traffic, &cancel).await?;
     // Only the rows are needed from here on.
     traffic.messages = Arc::new(Vec::new());
@@ -368,7 +343,7 @@ pub async fn run(
         DrainStop::ExpectedCount
     };
 
-    let scratch = ScratchDb::create(&options.database_url, options.db_connections.max(2)).await?;
+    let scratch = options.stream.scratch_db().await?;
     let bench = Bench {
         scratch: &scratch,
         broker: &broker,
@@ -394,9 +369,9 @@ pub async fn run(
         valid_rows: traffic.valid,
         invalid: traffic.invalid,
         orphans: traffic.orphans,
-        partitions: options.partitions,
-        users: options.users,
-        seed: options.seed,
+        partitions: options.stream.partitions,
+        users: options.stream.users,
+        seed: options.stream.seed,
         batch_size: sink.batch_size,
         batch_wait_ms: sink.batch_wait.as_secs_f64() * 1e3,
         copy_bytes_per_row: traffic.copy.len() as f64 / traffic.valid.max(1) as f64,
@@ -793,8 +768,11 @@ mod tests {
     #[test]
     fn baseline_rows_are_the_valid_messages_encoded_like_the_sink() {
         let options = SinkBenchOptions {
+            stream: StreamBenchOptions {
+                invalid_ratio: 0.05,
+                ..StreamBenchOptions::default()
+            },
             count: 2_000,
-            invalid_ratio: 0.05,
             ..SinkBenchOptions::default()
         };
         let traffic = Traffic::generate(&bench_users(50), &options, "transactions");

@@ -11,6 +11,7 @@ use crate::bench::broker::default_tansu_binary;
 use crate::bench::e2e::{self, E2eBenchOptions};
 use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
+use crate::bench::scratch::StreamBenchOptions;
 use crate::bench::sink::{self, SinkBenchOptions};
 use crate::generate::monthly::{Month, MonthlyOptions};
 use crate::shutdown;
@@ -187,11 +188,23 @@ pub struct StreamBenchArgs {
 }
 
 impl StreamBenchArgs {
-    fn sink_options(&self) -> crate::kafka::sink::SinkOptions {
-        crate::kafka::sink::SinkOptions {
-            batch_size: self.batch_size as usize,
-            batch_wait: self.batch_wait,
-            ..Default::default()
+    fn options(&self, global: &GlobalArgs) -> StreamBenchOptions {
+        StreamBenchOptions {
+            database_url: global.database_url.clone(),
+            partitions: self.partitions,
+            users: self.users,
+            seed: self.seed,
+            invalid_ratio: self.invalid_ratio,
+            orphan_ratio: self.orphan_ratio,
+            tansu: self.tansu.clone().unwrap_or_else(default_tansu_binary),
+            // -X applies here too; the broker address is the benchmark's own.
+            overrides: global.kafka().overrides,
+            sink: crate::kafka::sink::SinkOptions {
+                batch_size: self.batch_size as usize,
+                batch_wait: self.batch_wait,
+                ..Default::default()
+            },
+            db_connections: self.db_connections,
         }
     }
 }
@@ -335,21 +348,10 @@ impl ProduceArgs {
 impl SinkArgs {
     async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         warn_if_debug("sink");
-        let stream = &self.stream;
         let options = SinkBenchOptions {
-            database_url: global.database_url.clone(),
+            stream: self.stream.options(global),
             count: self.count,
             rounds: self.rounds,
-            partitions: stream.partitions,
-            users: stream.users,
-            seed: stream.seed,
-            invalid_ratio: stream.invalid_ratio,
-            orphan_ratio: stream.orphan_ratio,
-            tansu: stream.tansu.clone().unwrap_or_else(default_tansu_binary),
-            // -X applies here too; the broker address is the benchmark's own.
-            overrides: global.kafka().overrides,
-            sink: stream.sink_options(),
-            db_connections: stream.db_connections,
             ..SinkBenchOptions::default()
         };
         let report = sink::run(&options, shutdown::on_signal()).await?;
@@ -362,20 +364,10 @@ impl SinkArgs {
 impl E2eArgs {
     async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         warn_if_debug("e2e");
-        let stream = &self.stream;
         let options = E2eBenchOptions {
-            database_url: global.database_url.clone(),
+            stream: self.stream.options(global),
             rate: self.rate,
             duration: self.duration,
-            partitions: stream.partitions,
-            users: stream.users,
-            seed: stream.seed,
-            invalid_ratio: stream.invalid_ratio,
-            orphan_ratio: stream.orphan_ratio,
-            tansu: stream.tansu.clone().unwrap_or_else(default_tansu_binary),
-            overrides: global.kafka().overrides,
-            sink: stream.sink_options(),
-            db_connections: stream.db_connections,
             transport_probe: self.transport_probe,
             ..E2eBenchOptions::default()
         };

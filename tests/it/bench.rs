@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etl::bench::broker::default_tansu_binary;
 use etl::bench::e2e::{self, E2eBenchOptions};
+use etl::bench::scratch::StreamBenchOptions;
 use etl::bench::sink::{self, SinkBenchOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +32,14 @@ async fn sink_bench_drains_every_message_and_compares_with_raw_copy() {
         return;
     }
     let options = SinkBenchOptions {
-        database_url: services().database_url.clone(),
+        stream: StreamBenchOptions {
+            database_url: services().database_url.clone(),
+            invalid_ratio: 0.05,
+            users: 200,
+            ..StreamBenchOptions::default()
+        },
         count: 2_000,
         rounds: 1,
-        invalid_ratio: 0.05,
-        users: 200,
         ..SinkBenchOptions::default()
     };
     let report = sink::run(&options, CancellationToken::new()).await.unwrap();
@@ -61,10 +65,13 @@ async fn e2e_bench_measures_every_valid_row() {
         return;
     }
     let options = E2eBenchOptions {
-        database_url: services().database_url.clone(),
+        stream: StreamBenchOptions {
+            database_url: services().database_url.clone(),
+            users: 200,
+            ..StreamBenchOptions::default()
+        },
         rate: 1_000,
         duration: Duration::from_secs(2),
-        users: 200,
         warmup_messages: 50,
         ..E2eBenchOptions::default()
     };
