@@ -100,6 +100,11 @@ pub struct E2eBenchReport {
     pub postgres_cpu_seconds: Option<f64>,
     /// With `transport_probe`: produced_at → received by a plain consumer, in milliseconds.
     pub transport_latency_ms: Option<Distribution>,
+    /// Received by the sink's consumer → commit of every measured message, in milliseconds:
+    /// the sink's own share of the latency, whatever the broker.
+    pub sink_hold_ms: Option<Distribution>,
+    /// The broker the run used (`--broker`).
+    pub broker: String,
     pub partitions: i32,
     pub users: u32,
     pub invalid_ratio: f64,
@@ -135,6 +140,12 @@ impl E2eBenchReport {
                 d.count, d.p50, d.p95, d.p99, d.p999, d.max, d.mean
             ));
         }
+        if let Some(d) = &self.sink_hold_ms {
+            out.push_str(&format!(
+                "| of which the sink: received by its consumer → commit, ms ({} messages) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                d.count, d.p50, d.p95, d.p99, d.p999, d.max, d.mean
+            ));
+        }
         out.push('\n');
         let p99 = self.latency_ms.as_ref().map_or(f64::NAN, |d| d.p99);
         out.push_str(&format!(
@@ -166,7 +177,7 @@ impl E2eBenchReport {
              after the last send. CPU seconds meanwhile: etl (producer and sink) {}, broker {}, \
              PostgreSQL {}.\n\
              - Sink: default settings (batch_size {}, batch_wait {} ms); producer linger.ms {}; \
-             {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; memory:// tansu.\n",
+             {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; broker: {}.\n",
             self.sent,
             self.achieved_rate,
             self.requested_rate,
@@ -186,6 +197,7 @@ impl E2eBenchReport {
             self.users,
             self.invalid_ratio * 100.0,
             self.orphan_ratio * 100.0,
+            self.broker,
         ));
         out.push_str(&self.run.machine_line());
         out
@@ -199,14 +211,21 @@ pub async fn run(
 ) -> Result<E2eBenchReport, BenchError> {
     let bench_run = BenchRun::start(&options.stream.database_url);
     let users = bench_users(options.stream.users);
-    let sink = SinkOptions {
+    let mut sink = SinkOptions {
         group: format!("bench-e2e-{}", Uuid::new_v4().simple()),
         until_caught_up: false,
         metrics_addr: None,
         ..options.stream.sink.clone()
     };
-    let (broker, settings) = options.stream.start_broker(&sink).await?;
-    let scratch = options.stream.scratch_db().await?;
+    let (broker, settings) = options.stream.start_broker(&mut sink).await?;
+    let broker_name = broker.describe();
+    let scratch = match options.stream.scratch_db().await {
+        Ok(scratch) => scratch,
+        Err(err) => {
+            broker.remove_topics(&settings, &sink).await;
+            return Err(err);
+        }
+    };
     let measured = async {
         insert_users(&scratch.pool, &users).await?;
         measure(
@@ -216,6 +235,7 @@ pub async fn run(
     }
     .await;
     scratch.drop_now().await;
+    broker.remove_topics(&settings, &sink).await;
     drop(broker);
     let (produced, summary, records) = measured?;
     let (broker_cpu_seconds, postgres_cpu_seconds) = produced.others_cpu;
@@ -224,6 +244,11 @@ pub async fn run(
         records
             .iter()
             .flat_map(|r| r.latencies_us.iter().map(|us| *us as f64 / 1e3)),
+    );
+    let sink_hold_ms = Distribution::of(
+        records
+            .iter()
+            .flat_map(|r| r.held_us.iter().map(|us| *us as f64 / 1e3)),
     );
     let rows_over_target = records
         .iter()
@@ -279,6 +304,8 @@ pub async fn run(
         transport_latency_ms: produced.transport.and_then(|latencies| {
             Distribution::of(latencies.into_iter().map(|us| us as f64 / 1e3))
         }),
+        sink_hold_ms,
+        broker: broker_name,
         partitions: options.stream.partitions,
         users: options.stream.users,
         invalid_ratio: options.stream.invalid_ratio,
@@ -584,6 +611,8 @@ mod tests {
             broker_cpu_seconds: Some(12.0),
             postgres_cpu_seconds: None,
             transport_latency_ms: Distribution::of([4.0, 6.0, 9.0]),
+            sink_hold_ms: Distribution::of([1.0, 2.0, 3.0]),
+            broker: "memory:// tansu".into(),
             partitions: 3,
             users: 10_000,
             invalid_ratio: 0.01,
@@ -620,6 +649,11 @@ mod tests {
             table.contains("a plain consumer, ms (3 messages) | 6.0 | 8.7 |"),
             "{table}"
         );
+        assert!(
+            table.contains("received by its consumer → commit, ms (3 messages) | 2.0 |"),
+            "{table}"
+        );
+        assert!(table.contains("broker: memory:// tansu."), "{table}");
     }
 
     #[test]

@@ -29,11 +29,15 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the benchmark broker at {address} did not answer within 30 s; {hint}")]
+    BrokerNotReady { address: String, hint: String },
     #[error(
-        "the benchmark broker at {address} did not answer within 30 s; its log is {}",
-        log.display()
+        "librdkafka's mock cluster keeps only the last 5 MB of each partition, so a pre-filled \
+         topic does not fit; `etl bench sink` needs --broker tansu or the address of a broker"
     )]
-    BrokerNotReady { address: String, log: PathBuf },
+    MockCannotPrefill,
+    #[error("cannot start librdkafka's mock cluster: {0}")]
+    MockStart(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::broker::{BenchBroker, default_tansu_binary};
+use super::broker::{BenchBroker, BrokerChoice, default_tansu_binary};
 use super::{BenchError, load_average, process_cpu_time};
 use crate::domain::transaction::validate;
 use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
@@ -420,7 +420,7 @@ async fn phase(
     + Send
     + 'static,
 ) -> Result<(ProduceSummary, Option<Duration>), BenchError> {
-    let broker = BenchBroker::start(&options.tansu).await?;
+    let broker = BenchBroker::start(&BrokerChoice::Tansu, &options.tansu).await?;
     let settings = KafkaSettings {
         overrides: options.overrides.clone(),
         ..broker.settings()

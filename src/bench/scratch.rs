@@ -10,12 +10,11 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::broker::{BenchBroker, default_tansu_binary};
+use super::broker::{BenchBroker, BrokerChoice, default_tansu_binary};
 use super::{BenchError, build_profile, cpus, load_average, show_load};
 use crate::db;
 use crate::generate::stream::{StreamMessage, StreamOptions};
 use crate::kafka::KafkaSettings;
-use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::producer::Outgoing;
 use crate::kafka::sink::SinkOptions;
 
@@ -31,6 +30,8 @@ pub struct StreamBenchOptions {
     pub seed: u64,
     pub invalid_ratio: f64,
     pub orphan_ratio: f64,
+    /// The broker to run on; `tansu` is started from `tansu`.
+    pub broker: BrokerChoice,
     pub tansu: PathBuf,
     /// `-X` settings for every Kafka client of the benchmark, the sink's included.
     pub overrides: Vec<(String, String)>,
@@ -49,6 +50,7 @@ impl Default for StreamBenchOptions {
             seed: 1,
             invalid_ratio: 0.01,
             orphan_ratio: 0.02,
+            broker: BrokerChoice::Tansu,
             tansu: default_tansu_binary(),
             overrides: Vec::new(),
             sink: SinkOptions::default(),
@@ -58,18 +60,21 @@ impl Default for StreamBenchOptions {
 }
 
 impl StreamBenchOptions {
-    /// Starts the benchmark's broker and creates `sink`'s topics on it; the settings carry the
+    /// Starts (or reaches) the benchmark's broker and creates `sink`'s topics on it, renaming
+    /// them on a broker of others (see [`BenchBroker::create_topics`]); the settings carry the
     /// `-X` overrides.
     pub async fn start_broker(
         &self,
-        sink: &SinkOptions,
+        sink: &mut SinkOptions,
     ) -> Result<(BenchBroker, KafkaSettings), BenchError> {
-        let broker = BenchBroker::start(&self.tansu).await?;
+        let broker = BenchBroker::start(&self.broker, &self.tansu).await?;
         let settings = KafkaSettings {
             overrides: self.overrides.clone(),
             ..broker.settings()
         };
-        create_sink_topics(&settings, sink, self.partitions).await?;
+        broker
+            .create_topics(&settings, sink, self.partitions)
+            .await?;
         Ok((broker, settings))
     }
 
@@ -276,24 +281,6 @@ pub async fn insert_users(pool: &PgPool, users: &[Uuid]) -> Result<(), BenchErro
         .await
         .map(drop)
         .map_err(BenchError::sql("inserting the benchmark's users"))
-}
-
-/// The topics the sink reads and writes, on the benchmark's own broker.
-pub async fn create_sink_topics(
-    settings: &KafkaSettings,
-    sink: &SinkOptions,
-    partitions: i32,
-) -> Result<(), BenchError> {
-    admin::create_topics(
-        settings,
-        &[
-            TopicSpec::new(&sink.topic, partitions),
-            TopicSpec::new(&sink.dlq_topic, 1),
-            TopicSpec::new(&sink.anomalies_topic, 1),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The generator's options for benchmark traffic.

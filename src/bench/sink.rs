@@ -32,7 +32,7 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::broker::BenchBroker;
+use super::broker::{BenchBroker, BrokerChoice};
 use super::scratch::{
     BenchRun, Borrowed, CpuReading, ScratchDb, StreamBenchOptions, bench_users, insert_users,
     traffic, wait_for,
@@ -137,6 +137,8 @@ pub struct SinkBenchReport {
     /// Mean size of a row in COPY text.
     pub copy_bytes_per_row: f64,
     pub prefill_messages_per_second: f64,
+    /// The broker the run used (`--broker`).
+    pub broker: String,
     /// Σ (high − low) over the topic's partitions after the pre-fill, as the broker reports it.
     pub watermark_messages: i64,
     pub stop: DrainStop,
@@ -217,13 +219,14 @@ impl SinkBenchReport {
              - Raw COPY: the same valid rows, encoded beforehand with `db::sink::sink_row`, one `COPY` \
              into `LIKE transactions_sink INCLUDING ALL`, one transaction ({:.0} bytes/row).\n\
              - Sink: batch_size {}, batch_wait {} ms; {} partitions, {} users; pre-fill {:.0} msg/s \
-             into a memory:// tansu.\n",
+             into {}.\n",
             self.copy_bytes_per_row,
             self.batch_size,
             self.batch_wait_ms,
             self.partitions,
             self.users,
             self.prefill_messages_per_second,
+            self.broker,
         ));
         out.push_str(&self.run.machine_line());
         out
@@ -303,9 +306,12 @@ pub async fn run(
     options: &SinkBenchOptions,
     cancel: CancellationToken,
 ) -> Result<SinkBenchReport, BenchError> {
+    if options.stream.broker == BrokerChoice::LibrdkafkaMock {
+        return Err(BenchError::MockCannotPrefill);
+    }
     let bench_run = BenchRun::start(&options.stream.database_url);
     let users = bench_users(options.stream.users);
-    let sink = SinkOptions {
+    let mut sink = SinkOptions {
         until_caught_up: false,
         metrics_addr: None,
         ..options.stream.sink.clone()
@@ -322,11 +328,77 @@ pub async fn run(
             .expect("the generator does not panic")
     };
 
-    let (broker, settings) = options.stream.start_broker(&sink).await?;
-    let prefill_messages_per_second = prefill(&settings, &sink.topic, &traffic, &cancel).await?;
+    let (broker, settings) = options.stream.start_broker(&mut sink).await?;
+    let measured = prefill_and_drain(
+        options,
+        &broker,
+        &settings,
+        &sink,
+        &mut traffic,
+        &users,
+        &cancel,
+    )
+    .await;
+    broker.remove_topics(&settings, &sink).await;
+    let broker_name = broker.describe();
+    drop(broker);
+    let PrefilledRounds {
+        prefill_messages_per_second,
+        watermark_messages,
+        stop,
+        rounds,
+    } = measured?;
+
+    let median_of = |f: fn(&SinkRound) -> f64| median(rounds.iter().map(f)).unwrap_or(f64::NAN);
+    let median_ratio = median_of(|r| r.ratio);
+    Ok(SinkBenchReport {
+        benchmark: "sink",
+        run: bench_run.finished(),
+        messages: options.count,
+        valid_rows: traffic.valid,
+        invalid: traffic.invalid,
+        orphans: traffic.orphans,
+        partitions: options.stream.partitions,
+        users: options.stream.users,
+        seed: options.stream.seed,
+        batch_size: sink.batch_size,
+        batch_wait_ms: sink.batch_wait.as_secs_f64() * 1e3,
+        copy_bytes_per_row: traffic.copy.len() as f64 / traffic.valid.max(1) as f64,
+        prefill_messages_per_second,
+        broker: broker_name,
+        watermark_messages,
+        stop,
+        median_raw_copy_rows_per_second: median_of(|r| r.raw_copy_rows_per_second),
+        median_drain_rows_per_second: median_of(|r| r.drain_rows_per_second),
+        median_drain_messages_per_second: median_of(|r| r.drain_messages_per_second),
+        median_ratio,
+        target_ratio: TARGET_SHARE_OF_RAW_COPY,
+        meets_target: median_ratio >= TARGET_SHARE_OF_RAW_COPY,
+        rounds,
+    })
+}
+
+/// What happens on the broker: the pre-fill, then the rounds on a scratch database.
+struct PrefilledRounds {
+    prefill_messages_per_second: f64,
+    watermark_messages: i64,
+    stop: DrainStop,
+    rounds: Vec<SinkRound>,
+}
+
+async fn prefill_and_drain(
+    options: &SinkBenchOptions,
+    broker: &BenchBroker,
+    settings: &KafkaSettings,
+    sink: &SinkOptions,
+    traffic: &mut Traffic,
+    users: &[Uuid],
+    cancel: &CancellationToken,
+) -> Result<PrefilledRounds, BenchError> {
+    let prefill_messages_per_second = prefill(settings, &sink.topic, traffic, cancel).await?;
     // Only the rows are needed from here on.
     traffic.messages = Arc::new(Vec::new());
-    let watermark_messages: i64 = admin::describe_topics(&settings, Some(&sink.topic))
+    let watermark_messages: i64 = admin::describe_topics(settings, Some(&sink.topic))
         .await?
         .iter()
         .map(admin::TopicInfo::retained)
@@ -346,45 +418,22 @@ pub async fn run(
     let scratch = options.stream.scratch_db().await?;
     let bench = Bench {
         scratch: &scratch,
-        broker: &broker,
-        settings: &settings,
-        sink: &sink,
-        traffic: &traffic,
+        broker,
+        settings,
+        sink,
+        traffic,
         stop,
         count: options.count,
         timeout: options.drain_timeout,
-        cancel: &cancel,
+        cancel,
     };
-    let measured = measure(&bench, &users, options.rounds.max(1)).await;
+    let measured = measure(&bench, users, options.rounds.max(1)).await;
     scratch.drop_now().await;
-    drop(broker);
-    let rounds = measured?;
-
-    let median_of = |f: fn(&SinkRound) -> f64| median(rounds.iter().map(f)).unwrap_or(f64::NAN);
-    let median_ratio = median_of(|r| r.ratio);
-    Ok(SinkBenchReport {
-        benchmark: "sink",
-        run: bench_run.finished(),
-        messages: options.count,
-        valid_rows: traffic.valid,
-        invalid: traffic.invalid,
-        orphans: traffic.orphans,
-        partitions: options.stream.partitions,
-        users: options.stream.users,
-        seed: options.stream.seed,
-        batch_size: sink.batch_size,
-        batch_wait_ms: sink.batch_wait.as_secs_f64() * 1e3,
-        copy_bytes_per_row: traffic.copy.len() as f64 / traffic.valid.max(1) as f64,
+    Ok(PrefilledRounds {
         prefill_messages_per_second,
         watermark_messages,
         stop,
-        median_raw_copy_rows_per_second: median_of(|r| r.raw_copy_rows_per_second),
-        median_drain_rows_per_second: median_of(|r| r.drain_rows_per_second),
-        median_drain_messages_per_second: median_of(|r| r.drain_messages_per_second),
-        median_ratio,
-        target_ratio: TARGET_SHARE_OF_RAW_COPY,
-        meets_target: median_ratio >= TARGET_SHARE_OF_RAW_COPY,
-        rounds,
+        rounds: measured?,
     })
 }
 
@@ -718,6 +767,7 @@ mod tests {
             batch_wait_ms: 20.0,
             copy_bytes_per_row: 330.0,
             prefill_messages_per_second: 200_000.0,
+            broker: "memory:// tansu".into(),
             watermark_messages: 999_000,
             stop: DrainStop::ExpectedCount,
             rounds: vec![

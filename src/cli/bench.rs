@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
-use crate::bench::broker::default_tansu_binary;
+use crate::bench::broker::{BrokerChoice, default_tansu_binary};
 use crate::bench::e2e::{self, E2eBenchOptions};
 use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
@@ -182,6 +182,13 @@ pub struct StreamBenchArgs {
     /// Database connections of the sink
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
     pub db_connections: u32,
+    /// The broker: `tansu` (a memory:// tansu of the benchmark's own), `librdkafka-mock`
+    /// (librdkafka's mock cluster in this process, which answers fetches as soon as data is
+    /// there, as Apache Kafka does; e2e only, it keeps 5 MB per partition), or HOST:PORT of a
+    /// running broker such as Apache Kafka from kafka-docker-compose.yml (the benchmark's topics
+    /// get names of their own and are deleted afterwards)
+    #[arg(long, env = "BENCH_BROKER", default_value = "tansu")]
+    pub broker: BrokerChoice,
     /// The tansu binary (built with the dynostore feature for memory:// storage)
     #[arg(long, env = "TANSU_BIN")]
     pub tansu: Option<PathBuf>,
@@ -196,6 +203,7 @@ impl StreamBenchArgs {
             seed: self.seed,
             invalid_ratio: self.invalid_ratio,
             orphan_ratio: self.orphan_ratio,
+            broker: self.broker.clone(),
             tansu: self.tansu.clone().unwrap_or_else(default_tansu_binary),
             // -X applies here too; the broker address is the benchmark's own.
             overrides: global.kafka().overrides,

@@ -53,6 +53,9 @@ pub struct CommitRecord {
     pub write_seconds: f64,
     /// `produced_at` header to commit of each inserted row that had the header, in µs.
     pub latencies_us: Vec<i64>,
+    /// Receipt by the sink's consumer to commit of each message of the batch, in µs: the
+    /// sink's own share of `latencies_us`.
+    pub held_us: Vec<i64>,
 }
 
 /// Every [`CommitRecord`] of a sink, in commit order, shared with whoever reads them.
@@ -234,6 +237,7 @@ mod tests {
             inserted: 2,
             write_seconds: 0.01,
             latencies_us: vec![1_500, 2_500],
+            held_us: vec![700, 900],
         });
         assert_eq!(log.with(|r| r.iter().map(|r| r.messages).sum::<usize>()), 3);
         assert_eq!(log.take().len(), 1);

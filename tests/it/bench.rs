@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use etl::bench::broker::default_tansu_binary;
+use etl::bench::BenchError;
+use etl::bench::broker::{BenchBroker, BrokerChoice, default_tansu_binary};
 use etl::bench::e2e::{self, E2eBenchOptions};
 use etl::bench::scratch::StreamBenchOptions;
 use etl::bench::sink::{self, SinkBenchOptions};
 use tokio_util::sync::CancellationToken;
+
+use etl::kafka::admin;
 
 use crate::helpers::services;
 
@@ -82,6 +85,79 @@ async fn e2e_bench_measures_every_valid_row() {
     assert_eq!(report.inserted + report.rejected, report.sent);
     assert!(latency.min > 0.0 && latency.p50 <= latency.p99);
     assert!(report.batches > 0);
+}
+
+fn small_e2e(broker: BrokerChoice) -> E2eBenchOptions {
+    E2eBenchOptions {
+        stream: StreamBenchOptions {
+            database_url: services().database_url.clone(),
+            users: 200,
+            broker,
+            ..StreamBenchOptions::default()
+        },
+        rate: 1_000,
+        duration: Duration::from_secs(2),
+        warmup_messages: 50,
+        ..E2eBenchOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2e_bench_on_librdkafka_mock_measures_the_sinks_share_of_every_message() {
+    let options = small_e2e(BrokerChoice::LibrdkafkaMock);
+    let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.broker, "librdkafka mock cluster");
+    let latency = report.latency_ms.as_ref().expect("rows were measured");
+    assert_eq!(latency.count as u64, report.inserted);
+    assert_eq!(report.inserted + report.rejected, report.sent);
+    // Every measured message, rejected ones included, was held by the sink for a while, and never
+    // longer than its whole trip from the producer.
+    let held = report.sink_hold_ms.as_ref().expect("messages were held");
+    assert_eq!(held.count as u64, report.sent);
+    assert!(
+        held.min > 0.0 && held.p50 <= latency.p50,
+        "{held:?} vs {latency:?}"
+    );
+    assert_eq!(report.broker_cpu_seconds, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2e_bench_on_a_running_broker_uses_topics_of_its_own_and_deletes_them() {
+    if !tansu_installed() {
+        return;
+    }
+    // A memory:// tansu stands in for someone's Kafka: it can delete topics.
+    let running = BenchBroker::start(&BrokerChoice::Tansu, &default_tansu_binary())
+        .await
+        .unwrap();
+    let options = small_e2e(BrokerChoice::Existing(running.address.clone()));
+    let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.broker, format!("the broker at {}", running.address));
+    assert_eq!(report.inserted + report.rejected, report.sent);
+    let left = admin::describe_topics(&running.settings(), None)
+        .await
+        .unwrap();
+    assert!(
+        left.iter()
+            .all(|t| !t.name.starts_with("etl-bench-") && t.name != "transactions"),
+        "{left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_bench_refuses_librdkafka_mock_which_cannot_hold_a_prefilled_topic() {
+    let options = SinkBenchOptions {
+        stream: StreamBenchOptions {
+            database_url: services().database_url.clone(),
+            broker: BrokerChoice::LibrdkafkaMock,
+            ..StreamBenchOptions::default()
+        },
+        ..SinkBenchOptions::default()
+    };
+    let err = sink::run(&options, CancellationToken::new())
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, BenchError::MockCannotPrefill), "{err}");
 }
 
 #[test]

@@ -20,6 +20,8 @@ pub struct Consumed {
     pub payload: Vec<u8>,
     /// From the `produced_at` header (µs since the epoch), for end-to-end latency.
     pub produced_at: Option<DateTime<Utc>>,
+    /// When the sink's consumer handed the message over, for the sink's share of the latency.
+    pub received_at: std::time::Instant,
     pub verdict: Result<Transaction, Rejection>,
     /// For a valid message: its row in COPY text without the statistics columns, encoded when
     /// read so that the writer, which holds the database transaction, only appends the scores.
@@ -66,6 +68,7 @@ impl Consumed {
             key: None,
             payload,
             produced_at,
+            received_at: std::time::Instant::now(),
             verdict,
             row_source,
         }

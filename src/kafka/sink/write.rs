@@ -305,7 +305,7 @@ impl Writer {
             .iter()
             .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
             .count();
-        self.count(&written, &rejects, &scored, committed, started);
+        self.count(batch, &written, &rejects, &scored, committed, started);
         debug!(steps = %steps, careful, "batch steps (ms)");
         Ok(written)
     }
@@ -465,6 +465,7 @@ impl Writer {
 
     fn count(
         &self,
+        batch: &Batch,
         written: &Written,
         rejects: &[(&Consumed, &str, String)],
         scored: &Scored,
@@ -491,12 +492,18 @@ impl Writer {
         }
         m.batch_duration.observe(started.elapsed().as_secs_f64());
         if let Some(log) = &m.commit_log {
+            let now = Instant::now();
             log.push(CommitRecord {
                 committed_at: committed,
                 messages: written.messages,
                 inserted: written.inserted,
                 write_seconds: started.elapsed().as_secs_f64(),
                 latencies_us,
+                held_us: batch
+                    .messages
+                    .iter()
+                    .map(|m| now.duration_since(m.received_at).as_micros() as i64)
+                    .collect(),
             });
         }
         debug!(
