@@ -179,6 +179,11 @@ pub struct StreamBenchArgs {
     #[arg(long, env = "SINK_BATCH_WAIT", default_value = "20ms",
           value_parser = super::produce::parse_duration)]
     pub batch_wait: std::time::Duration,
+    /// The sink's writers (as --writers of kafka-to-postgres)
+    #[arg(long, env = "SINK_WRITERS",
+          default_value_t = crate::kafka::sink::SinkOptions::default().writers as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub writers: u64,
     /// Database connections of the sink
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
     pub db_connections: u32,
@@ -210,6 +215,7 @@ impl StreamBenchArgs {
             sink: crate::kafka::sink::SinkOptions {
                 batch_size: self.batch_size as usize,
                 batch_wait: self.batch_wait,
+                writers: self.writers as usize,
                 ..Default::default()
             },
             db_connections: self.db_connections,

@@ -43,7 +43,13 @@ pub struct Args {
     /// flush per batch
     #[arg(long, env = "SINK_SYNCHRONOUS_COMMIT")]
     pub synchronous_commit: bool,
-    /// Database connections for the writer and the relay
+    /// Batches written at the same time, each by a writer with a database connection and
+    /// partitions of its own (partition p goes to writer p mod N); a partition's batches are
+    /// always written in order
+    #[arg(long, env = "SINK_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub writers: u64,
+    /// Database connections for the writers, the relay and the checks (at least writers + 1)
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
     pub db_connections: u32,
 }
@@ -59,6 +65,7 @@ impl Args {
             anomalies_topic: self.anomalies_topic,
             batch_size: self.batch_size as usize,
             batch_wait: self.batch_wait,
+            writers: self.writers as usize,
             until_caught_up: self.until_caught_up,
             metrics_addr: self.metrics_addr,
             synchronous_commit: self.synchronous_commit,

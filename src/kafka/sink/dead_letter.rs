@@ -19,6 +19,8 @@ pub struct DeadLetter<'a> {
     pub message: &'a str,
 }
 
+/// Cheap to clone: the clones share one producer.
+#[derive(Clone)]
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,

@@ -32,6 +32,12 @@ pub enum SinkError {
     },
     #[error("stopped while a batch could not be written ({0}); it will be read again on restart")]
     Abandoned(Box<SinkError>),
+    #[error(
+        "{writers} writers need at least {} database connections (one each, one for the relay), \
+         but the pool has {connections}; raise --db-connections or lower --writers",
+        writers + 1
+    )]
+    TooFewConnections { writers: usize, connections: u32 },
 }
 
 impl SinkError {
@@ -49,7 +55,11 @@ impl SinkError {
             // down, queue full) may pass once the broker is back.
             Self::DeadLetter { .. } | Self::Relay { .. } => true,
             Self::Kafka(KafkaError::Unreachable { .. }) => true,
-            Self::Kafka(_) | Self::Config(_) | Self::Metrics { .. } | Self::Abandoned(_) => false,
+            Self::Kafka(_)
+            | Self::Config(_)
+            | Self::Metrics { .. }
+            | Self::Abandoned(_)
+            | Self::TooFewConnections { .. } => false,
         }
     }
 }

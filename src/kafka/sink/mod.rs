@@ -1,11 +1,17 @@
-//! `etl kafka-to-postgres`: the stream sink. A reader validates messages into batches while a
-//! writer puts the previous batch into PostgreSQL, each batch in one transaction with the next
+//! `etl kafka-to-postgres`: the stream sink. A reader validates messages into batches while
+//! writers put earlier batches into PostgreSQL, each batch in one transaction with the next
 //! offsets (see [`write`]); a relay publishes committed anomalies. Any number of sink processes in
 //! one consumer group share the partitions.
 //!
-//! Batching: a batch is shipped when it reaches `batch_size`, when it is `batch_wait` old, or as
-//! soon as the writer is free and no further message is waiting. Caught up, that means batches of
-//! whatever arrived during the previous write (low latency); backed up, full batches (throughput).
+//! Lanes: each of the `writers` writers has a connection of its own and a lane of partitions
+//! (partition p goes to lane p mod writers), so a partition's batches are written one after the
+//! other, in offset order, while other partitions' batches are written beside them. A user's
+//! messages share a partition (the key is the user id), so lanes never touch the same statistics.
+//!
+//! Batching, per lane: a batch is shipped when it reaches `batch_size`, when it is `batch_wait`
+//! old, or as soon as its writer is free and no further message is waiting. Caught up, that means
+//! batches of whatever arrived during the previous write (low latency); backed up, full batches
+//! (throughput).
 
 pub mod batch;
 pub mod consumer;
@@ -17,13 +23,13 @@ pub mod write;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -51,6 +57,9 @@ pub struct SinkOptions {
     pub batch_size: usize,
     /// Longest a batch waits to grow while the writer is idle.
     pub batch_wait: Duration,
+    /// Batches written at the same time, each by a writer with a connection of its own and
+    /// partitions of its own (at least 1).
+    pub writers: usize,
     /// Stop once the high watermarks seen at start are written (trigger-once mode).
     pub until_caught_up: bool,
     /// Longest a transient error is retried once a stop was asked for; the batch is then
@@ -73,6 +82,7 @@ impl Default for SinkOptions {
             anomalies_topic: "anomalies".into(),
             batch_size: 50_000,
             batch_wait: Duration::from_millis(20),
+            writers: 2,
             until_caught_up: false,
             stop_grace: Duration::from_secs(5),
             metrics_addr: None,
@@ -108,6 +118,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<SinkSummary, SinkError> {
     let started = Instant::now();
+    let writers = options.writers.max(1);
+    let connections = pool.options().get_max_connections();
+    if (connections as usize) < writers + 1 {
+        return Err(SinkError::TooFewConnections {
+            writers,
+            connections,
+        });
+    }
     let stop = cancel.child_token();
     let stopping = Arc::new(AtomicBool::new(false));
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -169,31 +187,37 @@ pub async fn run(
     };
 
     let dead_letters = DeadLetters::new(settings, &options.dlq_topic, &options.topic)?;
-    let writer = Writer::new(
-        pool.clone(),
-        &options.group,
-        &options.topic,
-        dead_letters,
-        metrics.sink.clone(),
-    )
-    .with_synchronous_commit(options.synchronous_commit);
-    let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
-    // A permit while the writer waits for a batch. A partial batch is handed over only then: while
-    // the writer is busy it keeps growing rather than queueing behind the batch being written.
-    let writer_idle = Arc::new(Semaphore::new(0));
-    let inbox = Inbox {
-        batches: batches_rx,
-        idle: writer_idle.clone(),
-    };
-    let writer_task = tokio::spawn(write_batches(
-        writer,
-        inbox,
-        consumer.clone(),
-        options.clone(),
-        metrics.clone(),
-        nudge.clone(),
-        cancel.clone(),
-    ));
+    let writers_woke = Arc::new(Notify::new());
+    let writer_gone = CancellationToken::new();
+    let mut lanes = Vec::new();
+    let mut writer_tasks = Vec::new();
+    for _ in 0..writers {
+        let writer = Writer::new(
+            pool.clone(),
+            &options.group,
+            &options.topic,
+            dead_letters.clone(),
+            metrics.sink.clone(),
+        )
+        .with_synchronous_commit(options.synchronous_commit);
+        let (lane, inbox) = Lane::new(writers_woke.clone());
+        lanes.push(lane);
+        let gone = writer_gone.clone();
+        let task = write_batches(
+            writer,
+            inbox,
+            consumer.clone(),
+            options.clone(),
+            metrics.clone(),
+            nudge.clone(),
+            cancel.clone(),
+        );
+        writer_tasks.push(tokio::spawn(async move {
+            // However the writer ends, the reader must stop handing it batches.
+            let _gone = gone.drop_guard();
+            task.await
+        }));
+    }
 
     consumer
         .subscribe(&[&options.topic])
@@ -201,20 +225,33 @@ pub async fn run(
             "subscribing to `{}`",
             options.topic
         )))?;
-    info!(topic = %options.topic, group = %options.group, "sink started");
+    info!(topic = %options.topic, group = %options.group, writers = lanes.len(), "sink started");
 
     let consumed = read_batches(
         &consumer,
         &mut events,
-        batches_tx,
-        &writer_idle,
+        lanes,
+        Wakeups {
+            writers: &writers_woke,
+            writer_gone: &writer_gone,
+        },
         options,
         &metrics,
         &stop,
     )
     .await;
     stopping.store(true, Ordering::Relaxed);
-    let written = writer_task.await.expect("the writer task does not panic");
+    let mut written: Result<Written, SinkError> = Ok(Written::default());
+    for task in writer_tasks {
+        let lane_written = task.await.expect("the writer task does not panic");
+        written = match (written, lane_written) {
+            (Ok(mut total), Ok(lane)) => {
+                total.add_counts(&lane);
+                Ok(total)
+            }
+            (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+        };
+    }
     if let Some(watch) = caught_up_watch {
         watch.abort();
     }
@@ -281,98 +318,162 @@ async fn close(consumer: Arc<SinkConsumer>) {
     }
 }
 
-/// The reader: messages into batches, batches to the writer. Returns how many it consumed.
+/// The reader's end of one writer: the batch growing for it and how to hand it over.
+struct Lane {
+    batch: Batch,
+    deadline: Option<tokio::time::Instant>,
+    batches: mpsc::Sender<Batch>,
+    /// Batches handed to this lane's writer so far.
+    shipped: u64,
+    /// While the writer waits for a batch: how many it had taken by then; [`BUSY`] otherwise.
+    waiting_after: Arc<AtomicU64>,
+}
+
+const BUSY: u64 = u64::MAX;
+
+impl Lane {
+    fn new(woke: Arc<Notify>) -> (Self, Inbox) {
+        // One batch may wait while the writer writes another; a third waits in the reader.
+        let (batches_tx, batches) = mpsc::channel(1);
+        let waiting_after = Arc::new(AtomicU64::new(BUSY));
+        let lane = Self {
+            batch: Batch::default(),
+            deadline: None,
+            batches: batches_tx,
+            shipped: 0,
+            waiting_after: waiting_after.clone(),
+        };
+        let inbox = Inbox {
+            batches,
+            taken: 0,
+            waiting_after,
+            woke,
+        };
+        (lane, inbox)
+    }
+
+    /// The writer waits and has every batch shipped to it: a partial batch goes over only
+    /// then, since while the writer is busy it had better grow than queue behind the batch
+    /// being written.
+    fn writer_idle(&self) -> bool {
+        self.waiting_after.load(Ordering::Acquire) == self.shipped
+    }
+
+    async fn ship(&mut self) -> Result<(), ()> {
+        self.deadline = None;
+        self.shipped += 1;
+        self.batches
+            .send(std::mem::take(&mut self.batch))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+/// What wakes the reader besides messages: a writer that became free or one that ended.
+struct Wakeups<'a> {
+    writers: &'a Notify,
+    writer_gone: &'a CancellationToken,
+}
+
+/// The reader: messages into their lane's batch, batches to the lanes' writers. Returns how
+/// many it consumed.
 async fn read_batches(
     consumer: &SinkConsumer,
     events: &mut mpsc::UnboundedReceiver<Assignment>,
-    batches: mpsc::Sender<Batch>,
-    writer_idle: &Semaphore,
+    mut lanes: Vec<Lane>,
+    wakeups: Wakeups<'_>,
     options: &SinkOptions,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<u64, SinkError> {
-    let mut batch = Batch::default();
-    let mut deadline: Option<tokio::time::Instant> = None;
     let mut consumed = 0u64;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    loop {
-        if batch.len() >= options.batch_size {
-            if ship(&batches, &mut batch, &mut deadline).await.is_err() {
-                break;
+    'reading: loop {
+        for lane in lanes.iter_mut() {
+            if lane.batch.len() >= options.batch_size && lane.ship().await.is_err() {
+                break 'reading;
             }
-            continue;
         }
+        // While a writer is busy its batch keeps growing whatever its age.
+        let deadline = lanes
+            .iter()
+            .filter(|l| l.writer_idle())
+            .filter_map(|l| l.deadline)
+            .min();
+        let waiting = lanes.iter().any(|l| !l.batch.is_empty());
+        let idle_with_batch = lanes.iter().any(|l| !l.batch.is_empty() && l.writer_idle());
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            // The writer stopped on an error: no batch will be written any more.
-            _ = batches.closed() => break,
+            // A writer stopped on an error: its batches would never be written.
+            _ = wakeups.writer_gone.cancelled() => break,
             Some(event) = events.recv() => {
                 if let Assignment::Revoked(partitions) = event {
-                    let dropped = batch.abandon(&partitions);
+                    let dropped: usize = lanes.iter_mut().map(|l| l.batch.abandon(&partitions)).sum();
                     if dropped > 0 {
                         info!(dropped, ?partitions, "dropped messages of revoked partitions; their new owner reads them again");
                     }
                 }
             }
-            // While the writer is busy a batch keeps growing whatever its age: shipping it would
-            // only queue it behind the batch being written. Checked before reading, so that a
-            // steady flood cannot keep an idle writer waiting.
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)),
-                if deadline.is_some() && writer_idle.available_permits() > 0 => {
-                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
-                    break;
+            // Checked before reading, so that a steady flood cannot keep an idle writer waiting.
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                let now = tokio::time::Instant::now();
+                for lane in lanes.iter_mut() {
+                    if lane.writer_idle() && lane.deadline.is_some_and(|d| d <= now) && lane.ship().await.is_err() {
+                        break 'reading;
+                    }
                 }
             }
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    batch.push(Consumed::from_message(&message));
+                    let lane = &mut lanes[lane_of(message.partition(), options.writers)];
+                    lane.batch.push(Consumed::from_message(&message));
                     consumed += 1;
                     metrics.sink.consumed.inc();
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
+                    lane.deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
                 }
                 // Broker errors surface here while librdkafka reconnects by itself.
                 Err(err) => warn!(%err, "consumer error; librdkafka retries"),
             },
-            idle = writer_idle.acquire(), if !batch.is_empty() => {
-                if let Ok(idle) = idle {
-                    idle.forget();
-                }
-                if ship(&batches, &mut batch, &mut deadline).await.is_err() {
-                    break;
+            // No message is waiting: whatever an idle writer's lane holds goes now.
+            _ = std::future::ready(()), if idle_with_batch => {
+                for lane in lanes.iter_mut() {
+                    if !lane.batch.is_empty() && lane.writer_idle() && lane.ship().await.is_err() {
+                        break 'reading;
+                    }
                 }
             }
+            _ = wakeups.writers.notified(), if waiting => {}
         }
     }
-    if !batch.is_empty() {
-        let _ = batches.send(batch).await;
+    for lane in lanes.iter_mut() {
+        if !lane.batch.is_empty() {
+            let _ = lane.ship().await;
+        }
     }
     Ok(consumed)
 }
 
-async fn ship(
-    batches: &mpsc::Sender<Batch>,
-    batch: &mut Batch,
-    deadline: &mut Option<tokio::time::Instant>,
-) -> Result<(), ()> {
-    *deadline = None;
-    batches.send(std::mem::take(batch)).await.map_err(|_| ())
+/// The lane of a partition: a partition always goes to the same writer.
+fn lane_of(partition: i32, writers: usize) -> usize {
+    partition.unsigned_abs() as usize % writers.max(1)
 }
 
-/// The writer's end of the hand-over: it holds a permit on `idle` while it waits for a batch.
+/// The writer's end of a lane.
 struct Inbox {
     batches: mpsc::Receiver<Batch>,
-    idle: Arc<Semaphore>,
+    taken: u64,
+    waiting_after: Arc<AtomicU64>,
+    woke: Arc<Notify>,
 }
 
 impl Inbox {
     async fn next(&mut self) -> Option<Batch> {
-        self.idle.add_permits(1);
+        self.waiting_after.store(self.taken, Ordering::Release);
+        self.woke.notify_one();
         let batch = self.batches.recv().await;
-        // Not used when a full batch was waiting already.
-        if let Ok(unused) = self.idle.try_acquire() {
-            unused.forget();
-        }
+        self.waiting_after.store(BUSY, Ordering::Release);
+        self.taken += 1;
         batch
     }
 }
@@ -397,13 +498,9 @@ async fn write_batches(
             nudge.notify_one();
         }
         commit_to_kafka(&consumer, &options.topic, &written.next_offsets);
-        total.inserted += written.inserted;
-        total.duplicates += written.duplicates;
-        total.rejected += written.rejected;
-        total.anomalies += written.anomalies;
-        total.late_arriving += written.late_arriving;
-        total.already_written += written.already_written;
+        total.add_counts(&written);
     }
+    // For a run, `messages` counts batches.
     total.messages = batch_count;
     Ok(total)
 }

@@ -39,6 +39,19 @@ pub struct Written {
     pub next_offsets: BTreeMap<i32, i64>,
 }
 
+impl Written {
+    /// Adds `other`'s counts to these (its offsets stay out).
+    pub fn add_counts(&mut self, other: &Written) {
+        self.messages += other.messages;
+        self.already_written += other.already_written;
+        self.inserted += other.inserted;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.anomalies += other.anomalies;
+        self.late_arriving += other.late_arriving;
+    }
+}
+
 pub struct Writer {
     pool: PgPool,
     group: String,
