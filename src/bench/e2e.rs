@@ -591,6 +591,8 @@ mod tests {
                 load_average_at_start: Some(1.0),
                 load_average_at_end: Some(2.0),
                 database_transport: "tcp 127.0.0.1:5432".into(),
+                cpu_stolen_share: Some(0.031),
+                cpu_ticks_at_start: None,
             },
             requested_rate: 10_000,
             duration_seconds: 60.0,
@@ -654,6 +656,10 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("broker: memory:// tansu."), "{table}");
+        assert!(
+            table.contains("CPU stolen by the hypervisor 3.1 %"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -101,6 +101,41 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// The machine's CPU time counters (the `cpu` line of /proc/stat, in ticks): all of it, and the
+/// part stolen by the hypervisor for other guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    total: u64,
+    stolen: u64,
+}
+
+impl CpuTicks {
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user already)
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Self {
+            total: ticks.iter().sum(),
+            stolen: *ticks.get(7)?,
+        })
+    }
+
+    pub fn stolen_share_since(&self, earlier: &Self) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let stolen = self.stolen.checked_sub(earlier.stolen)?;
+        (total > 0).then(|| stolen as f64 / total as f64)
+    }
+}
+
 /// CPU time of this whole process so far (Linux: utime + stime of /proc/self/stat, in ticks
 /// of 10 ms).
 pub(crate) fn process_cpu_time() -> Option<Duration> {
@@ -124,4 +159,19 @@ pub(crate) fn cpu_between(start: Option<Duration>, end: Option<Duration>) -> Opt
 /// A load average for a report line.
 pub(crate) fn show_load(load: Option<f64>) -> String {
     load.map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stolen_share_is_steal_over_all_ticks_between_two_readings() {
+        let start = CpuTicks::parse("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3\n").unwrap();
+        let end = CpuTicks::parse("cpu  200 0 90 1400 10 0 0 100 0 0\n").unwrap();
+        // Δ: user 100, system 40, idle 600, steal 60 of 800 ticks.
+        assert_eq!(end.stolen_share_since(&start), Some(0.075));
+        assert_eq!(start.stolen_share_since(&end), None);
+        assert_eq!(CpuTicks::parse("intr 1 2 3"), None);
+    }
 }

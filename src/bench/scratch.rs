@@ -170,6 +170,11 @@ pub struct BenchRun {
     pub load_average_at_end: Option<f64>,
     /// `tcp host:port` or `unix socket <dir>`: how the sink reached PostgreSQL.
     pub database_transport: String,
+    /// Share of the machine's CPU time that the hypervisor gave to other guests during the run
+    /// (steal, Linux): on a shared virtual machine, stolen stretches show as latency spikes.
+    pub cpu_stolen_share: Option<f64>,
+    #[serde(skip)]
+    pub(crate) cpu_ticks_at_start: Option<super::CpuTicks>,
 }
 
 impl BenchRun {
@@ -182,12 +187,19 @@ impl BenchRun {
             load_average_at_start: load_average(),
             load_average_at_end: None,
             database_transport: database_transport(database_url),
+            cpu_stolen_share: None,
+            cpu_ticks_at_start: super::CpuTicks::now(),
         }
     }
 
     pub fn finished(self) -> Self {
+        let stolen = self
+            .cpu_ticks_at_start
+            .zip(super::CpuTicks::now())
+            .and_then(|(start, end)| end.stolen_share_since(&start));
         Self {
             load_average_at_end: load_average(),
+            cpu_stolen_share: stolen,
             ..self
         }
     }
@@ -195,10 +207,13 @@ impl BenchRun {
     /// The report's last line.
     pub fn machine_line(&self) -> String {
         format!(
-            "- Machine: {} CPUs, load average {} at start, {} at end; PostgreSQL over {}. Started {}.\n",
+            "- Machine: {} CPUs, load average {} at start, {} at end, CPU stolen by the hypervisor {}; \
+             PostgreSQL over {}. Started {}.\n",
             self.cpus,
             show_load(self.load_average_at_start),
             show_load(self.load_average_at_end),
+            self.cpu_stolen_share
+                .map_or_else(|| "unknown".into(), |s| format!("{:.1} %", s * 100.0)),
             self.database_transport,
             self.started_at,
         )

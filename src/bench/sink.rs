@@ -755,6 +755,8 @@ mod tests {
                 load_average_at_start: Some(2.5),
                 load_average_at_end: None,
                 database_transport: "tcp 127.0.0.1:5432".into(),
+                cpu_stolen_share: Some(0.031),
+                cpu_ticks_at_start: None,
             },
             messages: 1_000_000,
             valid_rows: 990_000,
