@@ -165,7 +165,9 @@ pub struct BatchState {
 
 /// Reads a batch's stored offsets, its users' statistics and which of `maybe_unknown` the batch
 /// files know, in one round trip: at 10,000 msg/s a batch is a few hundred rows, and each round
-/// trip is a wait on the server. Run it after [`lock_partitions`], in a statement of its own: its
+/// trip is a wait on the server. The statistics rows are locked (in user order, so two writers
+/// cannot deadlock on them): a user whose messages reach two partitions, written by two writers
+/// at once, gets the other's committed statistics instead of losing its update. Run it after [`lock_partitions`], in a statement of its own: its
 /// snapshot must be younger than the lock, or it could miss what the previous holder committed.
 pub async fn batch_state(
     conn: &mut PgConnection,
@@ -184,12 +186,15 @@ pub async fn batch_state(
         Option<f64>,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT 'offset', partition, next_offset, NULL::uuid, NULL::float8, NULL::float8 \
+        "WITH stats AS ( \
+             SELECT user_id, txn_count, mean, m2 FROM etl.user_stats \
+             WHERE user_id = ANY($4) ORDER BY user_id FOR UPDATE \
+         ) \
+         SELECT 'offset', partition, next_offset, NULL::uuid, NULL::float8, NULL::float8 \
          FROM etl.sink_offsets \
          WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3) \
          UNION ALL \
-         SELECT 'stats', NULL, txn_count, user_id, mean, m2 \
-         FROM etl.user_stats WHERE user_id = ANY($4) \
+         SELECT 'stats', NULL, txn_count, user_id, mean, m2 FROM stats \
          UNION ALL \
          SELECT DISTINCT 'known', NULL::int4, NULL::int8, user_id, NULL::float8, NULL::float8 \
          FROM public.users_raw WHERE user_id = ANY($5)",

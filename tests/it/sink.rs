@@ -300,13 +300,22 @@ struct DeadLetter {
 }
 
 async fn run_sink(db: &TestDb, options: &SinkOptions, metrics: Metrics) -> SinkSummary {
+    run_sink_on(&kafka(), db, options, metrics).await
+}
+
+async fn run_sink_on(
+    settings: &KafkaSettings,
+    db: &TestDb,
+    options: &SinkOptions,
+    metrics: Metrics,
+) -> SinkSummary {
     if std::env::var_os("TEST_LOG").is_some() {
         etl::telemetry::init(etl::telemetry::LogFormat::Text);
     }
     tokio::time::timeout(
         Duration::from_secs(120),
         sink::run(
-            &kafka(),
+            settings,
             &db.url,
             db.pool.clone(),
             options,
@@ -349,6 +358,85 @@ async fn await_count(pool: &PgPool, sql: &'static str, at_least: i64, within: Du
 
 fn users(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+/// Two writers write at once, and a producer that does not key by user spreads each user over
+/// both partitions, so both writers' batches update the same users' statistics: none of those
+/// updates may be lost (the statistics rows are locked while read). The users have statistics
+/// already, from messages keyed by user: a user's very first row, created by two writers at
+/// once, is the one case the lock cannot cover (there is no row to lock yet).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_writers_lose_no_statistics_update_of_a_user_in_two_partitions() {
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(2).await;
+    let users = users(3);
+    insert_users(&db.pool, &users).await;
+    let mut messages: Vec<StreamMessage> = StreamGenerator::new(
+        &users,
+        StreamOptions {
+            seed: 41,
+            ..StreamOptions::default()
+        },
+    )
+    .take(6_300)
+    .collect();
+    let spread = messages.split_off(300);
+    let mut expected = Expected::of(&messages);
+    let options = SinkOptions {
+        writers: 2,
+        batch_size: 20,
+        ..topics.options()
+    };
+    send(&kafka(), &topics.source.name, messages).await;
+    run_sink(&db, &options, Metrics::new()).await;
+
+    let spread: Vec<StreamMessage> = spread
+        .into_iter()
+        .map(|mut message| {
+            message.key = format!("{}/{}", message.key, message.sequence % 8).into();
+            message
+        })
+        .collect();
+    expected.add(Expected::of(&spread));
+    send(&kafka(), &topics.source.name, spread).await;
+    // Small fetches, so that both partitions' messages arrive interleaved and the two writers'
+    // small batches overlap all the time.
+    let settings = KafkaSettings {
+        overrides: vec![("max.partition.fetch.bytes".into(), "2048".into())],
+        ..kafka()
+    };
+    run_sink_on(&settings, &db, &options, Metrics::new()).await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM transactions_sink").await as usize,
+        expected.valid.len()
+    );
+
+    type PerUser = (Uuid, i64, i64, i64, i64, f64, f64);
+    let per_user: Vec<PerUser> = sqlx::query_as(
+        "SELECT t.user_id, count(*), count(DISTINCT t.user_txn_count), \
+             count(DISTINCT t.kafka_partition), s.txn_count, s.mean, avg(t.amount)::float8 \
+         FROM transactions_sink t JOIN etl.user_stats s USING (user_id) \
+         GROUP BY t.user_id, s.txn_count, s.mean",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(per_user.len(), users.len());
+    for (user, rows, distinct_counts, partitions, txn_count, mean, average) in per_user {
+        assert_eq!(
+            partitions, 2,
+            "{user} must be in both partitions for this test"
+        );
+        assert_eq!(txn_count, rows, "statistics of {user} lost an update");
+        assert_eq!(
+            distinct_counts, rows,
+            "two rows of {user} saw the same count"
+        );
+        assert!(
+            (mean - average).abs() < 1e-6 * average.abs().max(1.0),
+            "{user}: {mean} vs {average}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
