@@ -98,8 +98,9 @@ bench-sink count="1000000" rounds="3":
 
 # End-to-end benchmark (not a test): `etl bench e2e` runs kafka-to-postgres (default settings) while
 # a producer sends at a fixed rate, and reports exact produced_at-to-commit percentiles; figures in
-# bench-results/e2e.{json,md}. Release build.
-bench-e2e rate="10000" duration="60s":
+# bench-results/e2e.{json,md}. Release build. broker: tansu, librdkafka-mock (fetches as Kafka
+# does) or HOST:PORT of a running broker, e.g. `just bench-e2e 10000 60s localhost:9092`.
+bench-e2e rate="10000" duration="60s" broker="tansu":
     cargo build --release --bin etl
     {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e \
-        --rate {{rate}} --duration {{duration}}
+        --rate {{rate}} --duration {{duration}} --broker {{broker}}
