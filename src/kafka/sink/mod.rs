@@ -6,7 +6,8 @@
 //! Lanes: each of the `writers` writers has a connection of its own and a lane of partitions
 //! (partition p goes to lane p mod writers), so a partition's batches are written one after the
 //! other, in offset order, while other partitions' batches are written beside them. A user's
-//! messages share a partition (the key is the user id), so lanes never touch the same statistics.
+//! messages share a partition when the key is the user id; when they do not, the writers lock the
+//! users' statistics rows while they read them (see [`queries::batch_state`]).
 //!
 //! Batching, per lane: a batch is shipped when it reaches `batch_size`, when it is `batch_wait`
 //! old, or as soon as its writer is free and no further message is waiting. Caught up, that means
