@@ -56,6 +56,8 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        // Before anything connects: a setting that cannot work should say so at once.
+        sink::enough_connections(self.writers as usize, self.db_connections)?;
         db::migrate::migrate(&global.database_url).await?;
         let pool = db::connect(&global.database_url, self.db_connections).await?;
         let options = SinkOptions {

@@ -120,13 +120,7 @@ pub async fn run(
 ) -> Result<SinkSummary, SinkError> {
     let started = Instant::now();
     let writers = options.writers.max(1);
-    let connections = pool.options().get_max_connections();
-    if (connections as usize) < writers + 1 {
-        return Err(SinkError::TooFewConnections {
-            writers,
-            connections,
-        });
-    }
+    enough_connections(writers, pool.options().get_max_connections())?;
     let stop = cancel.child_token();
     let stopping = Arc::new(AtomicBool::new(false));
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -275,6 +269,17 @@ pub async fn run(
     summary.batches = written.messages as u64;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Each writer keeps a connection of its own, and the relay needs one besides.
+pub fn enough_connections(writers: usize, connections: u32) -> Result<(), SinkError> {
+    if (connections as usize) < writers.max(1) + 1 {
+        return Err(SinkError::TooFewConnections {
+            writers,
+            connections,
+        });
+    }
+    Ok(())
 }
 
 /// How long librdkafka keeps trying to deliver a dead letter or an anomaly before we see an
@@ -656,4 +661,29 @@ fn readiness_probes(
         })
     });
     vec![database, broker]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_writer_needs_a_connection_and_the_relay_one_more() {
+        assert!(enough_connections(2, 3).is_ok());
+        let err = enough_connections(4, 4).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("4 writers need at least 5 database connections"),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn a_partition_always_goes_to_the_same_lane_and_lanes_share_partitions_evenly() {
+        let lanes: Vec<usize> = (0..6).map(|p| lane_of(p, 2)).collect();
+        assert_eq!(lanes, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(lane_of(5, 1), 0);
+        assert_eq!(lane_of(5, 0), 0, "no writers means one");
+    }
 }
