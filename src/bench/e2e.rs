@@ -219,22 +219,21 @@ pub async fn run(
     };
     let (broker, settings) = options.stream.start_broker(&mut sink).await?;
     let broker_name = broker.describe();
-    let scratch = match options.stream.scratch_db().await {
-        Ok(scratch) => scratch,
-        Err(err) => {
-            broker.remove_topics(&settings, &sink).await;
-            return Err(err);
-        }
-    };
+    // Whatever happens on the broker, its topics are removed afterwards (on a broker of others).
     let measured = async {
-        insert_users(&scratch.pool, &users).await?;
-        measure(
-            options, &settings, &sink, &scratch, &broker, &users, &cancel,
-        )
-        .await
+        let scratch = options.stream.scratch_db().await?;
+        let measured = async {
+            insert_users(&scratch.pool, &users).await?;
+            measure(
+                options, &settings, &sink, &scratch, &broker, &users, &cancel,
+            )
+            .await
+        }
+        .await;
+        scratch.drop_now().await;
+        measured
     }
     .await;
-    scratch.drop_now().await;
     broker.remove_topics(&settings, &sink).await;
     drop(broker);
     let (produced, summary, records) = measured?;

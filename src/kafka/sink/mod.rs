@@ -273,7 +273,7 @@ pub async fn run(
 
 /// Each writer keeps a connection of its own, and the relay needs one besides.
 pub fn enough_connections(writers: usize, connections: u32) -> Result<(), SinkError> {
-    if (connections as usize) < writers.max(1) + 1 {
+    if (connections as usize) < writers + 1 {
         return Err(SinkError::TooFewConnections {
             writers,
             connections,
@@ -432,7 +432,8 @@ async fn read_batches(
             }
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    let lane = &mut lanes[lane_of(message.partition(), options.writers)];
+                    let lane = lane_of(message.partition(), lanes.len());
+                    let lane = &mut lanes[lane];
                     lane.batch.push(Consumed::from_message(&message));
                     consumed += 1;
                     metrics.sink.consumed.inc();
