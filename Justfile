@@ -25,7 +25,7 @@ down:
 status:
     scripts/services.sh status
 
-# Install what `just up` needs and is missing: PostgreSQL binaries, tansu
+# Install what `just up` needs and is missing: PostgreSQL binaries, a JDK and Maven, Kafka's jars
 install:
     scripts/services.sh install
 
@@ -60,7 +60,6 @@ models *args:
 
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up
-    scripts/services.sh test-broker
     {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --no-fail-fast; \
     else \

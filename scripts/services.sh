@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Local services for etl: PostgreSQL and a Kafka-protocol broker (DESIGN §7).
 #
-#   scripts/services.sh install   install what is missing (PostgreSQL binaries, tansu)
+#   scripts/services.sh install   install what is missing (PostgreSQL binaries, a JDK, Maven, Kafka's jars)
 #   scripts/services.sh up        start both (idempotent), create the database, write .local/services.env
 #   scripts/services.sh down      stop only what `up` started (idempotent)
-#   scripts/services.sh test-broker  recreate the integration tests' broker, empty (local path only)
 #   scripts/services.sh status    say what runs where
 #
 # With a Docker engine that answers, `up` runs kafka-docker-compose.yml (Apache Kafka, PostgreSQL,
 # Kafdrop); otherwise PostgreSQL runs from the machine's binaries with its data in .local/postgres,
-# and tansu runs with its log in the SQLite file .local/tansu/tansu.db, so a restart loses nothing.
+# and Apache Kafka (the version of the compose file's image) runs as a single-node KRaft broker from
+# Maven Central's jars, with its log directory in .local/kafka/data, so a restart loses nothing.
 # ETL_SERVICES=local forces the second path even where Docker works.
 set -euo pipefail
 
@@ -24,9 +24,6 @@ POSTGRES_OS_USER=${POSTGRES_OS_USER:-postgres}
 KAFKA_HOST=${KAFKA_HOST:-127.0.0.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFDROP_PORT=${KAFDROP_PORT:-9000}
-# The integration tests' own broker on the local path (see tansu_up).
-KAFKA_TEST_PORT=${KAFKA_TEST_PORT:-9192}
-TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 COMPOSE_FILE=$ROOT/kafka-docker-compose.yml
 SERVICES_ENV=$LOCAL_DIR/services.env
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -161,92 +158,124 @@ pg_down() {
   rm -f "$LOCAL_DIR/postgres.started"
 }
 
-# ---------------------------------------------------------------- tansu (local path)
+# ---------------------------------------------------------------- Apache Kafka (local path)
 
-install_sqlite() {
-  command -v sqlite3 >/dev/null && return
-  say "installing the sqlite3 command line (to add an index tansu's storage lacks, see tansu_index)"
+# One version, pinned in one place: the image tag in kafka-docker-compose.yml.
+kafka_version() {
+  sed -n 's/^[[:space:]]*image:[[:space:]]*apache\/kafka:\([0-9][0-9.]*\)[[:space:]]*$/\1/p' "$COMPOSE_FILE" | head -n1
+}
+
+kafka_dirs() {
+  KAFKA_VERSION=$(kafka_version)
+  [[ -n $KAFKA_VERSION ]] || die "no apache/kafka image tag in $COMPOSE_FILE"
+  # The jars, fetched once per version (Maven also keeps them in ~/.m2).
+  KAFKA_LIBS=${ETL_KAFKA_LIBS:-$LOCAL_DIR/kafka-$KAFKA_VERSION/libs}
+  KAFKA_DIR=$LOCAL_DIR/kafka
+  KAFKA_DATA=$KAFKA_DIR/data
+  KAFKA_LOG=$KAFKA_DIR/kafka.log
+  KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+}
+
+install_java() {
+  command -v java >/dev/null && command -v mvn >/dev/null && return
+  say "installing OpenJDK and Maven from the distribution's packages"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >/dev/null
+  command -v java >/dev/null && command -v mvn >/dev/null || die "java or mvn still missing after apt-get install"
 }
 
-tansu_bin() { command -v tansu || { [[ -x $HOME/.cargo/bin/tansu ]] && echo "$HOME/.cargo/bin/tansu"; }; }
-
-install_tansu() {
-  tansu_bin >/dev/null && return
-  say "installing tansu $TANSU_VERSION from crates.io (about 8 minutes once on 2 cores)"
-  # libsql gives the sqlite:// storage engine, dynostore the memory:// one; a default build has neither.
-  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore
+install_kafka() {
+  kafka_dirs
+  [[ -f $KAFKA_LIBS/.complete ]] && return
+  install_java
+  say "fetching Apache Kafka $KAFKA_VERSION (org.apache.kafka:kafka_2.13) from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" ||
+    die "could not fetch Kafka $KAFKA_VERSION with Maven (is Maven Central reachable?)"
+  touch "$KAFKA_LIBS/.complete"
 }
 
-# Two brokers run on the local path: `tansu` for the demo and your own use, and `tansu-test`, which
-# the integration tests use and which `test-broker` recreates empty before each test run. Tests
-# never delete their topics on it: tansu 0.6 (SQLite storage) loses track of producer state after
-# a DeleteTopics and then panics on a later produce, taking the broker down.
+kafka_java() { java -cp "$KAFKA_LIBS/*" "$@"; }
 
-tansu_pid() { # instance
-  local f=$LOCAL_DIR/$1/tansu.pid pid
+kafka_pid() {
+  local f=$LOCAL_DIR/kafka/kafka.pid pid
   [[ -f $f ]] || return 1
   pid=$(cat "$f")
-  # A stale pid file may name a process that reused the number: check it is a tansu.
-  [[ $(ps -o comm= -p "$pid" 2>/dev/null) == tansu ]] && echo "$pid"
+  # A stale pid file may name a process that reused the number: check it is our broker.
+  ps -o args= -p "$pid" 2>/dev/null | grep -q 'kafka\.Kafka' && echo "$pid"
 }
 
-# tansu 0.6's SQLite schema has no index on header(topition, offset_id), and a fetch looks up the
-# headers of every record it returns: fetching becomes quadratic in the number of headers stored,
-# and after some 10,000 messages with headers a consumer sees nothing for minutes. The index
-# makes the lookup a seek. tansu creates its tables on start, so this runs once it answers.
-tansu_index() { # instance
-  sqlite3 -cmd '.timeout 10000' "$LOCAL_DIR/$1/tansu.db" \
-    'CREATE INDEX IF NOT EXISTS etl_header_record_idx ON header (topition, offset_id);' ||
-    die "cannot add the header index to $LOCAL_DIR/$1/tansu.db (is sqlite3 installed? scripts/services.sh install)"
+# Single-node KRaft: broker and controller in one process. Rewritten at every start, so a changed
+# port takes effect; the cluster id lives in the formatted log directory, not here.
+kafka_config() {
+  cat >"$KAFKA_DIR/server.properties" <<PROPS
+# Written by scripts/services.sh: a single-node Apache Kafka $KAFKA_VERSION in KRaft mode.
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.bootstrap.servers=$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# A group forms as soon as its first member joins (Kafka's default waits 3 s for more).
+group.initial.rebalance.delay.ms=0
+# Topics are created by \`etl topics create\` with the partitions etl expects.
+auto.create.topics.enable=false
+PROPS
 }
 
-tansu_up() { # instance port
-  local instance=$1 port=$2 dir=$LOCAL_DIR/$1
-  if tansu_pid "$instance" >/dev/null; then
-    say "$instance already running (pid $(tansu_pid "$instance"))"
-  elif port_open "$KAFKA_HOST" "$port"; then
-    say "port $KAFKA_HOST:$port is taken by a broker we did not start; using it as it is"
+kafka_up() {
+  kafka_dirs
+  if kafka_pid >/dev/null; then
+    say "Kafka already running (pid $(kafka_pid))"
+  elif port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    say "port $KAFKA_HOST:$KAFKA_PORT is taken by a broker we did not start; using it as it is"
     return
   else
-    local bin; bin=$(tansu_bin) || die "tansu is not installed; run: scripts/services.sh install"
-    mkdir -p "$dir"
-    say "starting $instance on $KAFKA_HOST:$port (log in $dir/tansu.db)"
-    # The storage path is resolved against the working directory; setsid keeps the broker out of
-    # the caller's process group, so a Ctrl-C in the shell that ran `just up` does not reach it.
+    [[ -f $KAFKA_LIBS/.complete ]] || die "Kafka is not installed; run: scripts/services.sh install"
+    mkdir -p "$KAFKA_DIR"
+    kafka_config
+    if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+      local id; id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null)
+      say "formatting Kafka's log directory $KAFKA_DATA (cluster $id)"
+      kafka_java kafka.tools.StorageTool format --standalone -t "$id" -c "$KAFKA_DIR/server.properties" \
+        >>"$KAFKA_LOG" 2>&1 || { tail -n 20 "$KAFKA_LOG" >&2; die "formatting $KAFKA_DATA failed"; }
+    fi
+    say "starting Apache Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (log $KAFKA_LOG)"
+    # setsid keeps the broker out of the caller's process group, so a Ctrl-C in the shell that ran
+    # `just up` does not reach it. The heap leaves room for PostgreSQL and the builds beside it.
     (
-      cd "$dir"
-      RUST_LOG=${TANSU_LOG:-warn} setsid nohup "$bin" broker \
-        --cluster-id etl \
-        --listener-url "tcp://$KAFKA_HOST:$port" \
-        --advertised-listener-url "tcp://$KAFKA_HOST:$port" \
-        --storage-engine "sqlite://tansu.db" >>tansu.log 2>&1 </dev/null &
-      echo $! >tansu.pid
+      cd "$KAFKA_DIR"
+      setsid nohup java -Xms256m -Xmx${KAFKA_HEAP:-512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true -Dorg.slf4j.simpleLogger.defaultLogLevel=${KAFKA_LOG_LEVEL:-warn} \
+        -Dorg.slf4j.simpleLogger.showDateTime=true \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1 </dev/null &
+      echo $! >kafka.pid
     )
   fi
-  wait_for_port "$KAFKA_HOST" "$port" "$instance" 60 "$(tansu_pid "$instance" || true)" ||
-    { tail -n 20 "$dir/tansu.log" >&2; die "$instance did not start (log: $dir/tansu.log)"; }
-  tansu_index "$instance"
+  wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" "Kafka $KAFKA_VERSION" 120 "$(kafka_pid || true)" ||
+    { tail -n 20 "$KAFKA_LOG" >&2; die "Kafka did not start (log: $KAFKA_LOG)"; }
 }
 
-tansu_down() { # instance
+kafka_down() {
   local pid
-  if pid=$(tansu_pid "$1"); then
+  if pid=$(kafka_pid); then
+    # SIGTERM: a controlled shutdown, which flushes the logs so the next start recovers nothing.
     kill "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    say "stopped $1"
+    say "stopped Kafka"
   fi
-  rm -f "$LOCAL_DIR/$1/tansu.pid"
-}
-
-# A fresh, empty test broker: stop it, drop its storage, start it again.
-cmd_test_broker() {
-  [[ $(cat "$LOCAL_DIR/mode" 2>/dev/null) == local ]] || return 0
-  tansu_down tansu-test
-  rm -f "$LOCAL_DIR"/tansu-test/tansu.db* "$LOCAL_DIR"/tansu-test/tansu.log
-  tansu_up tansu-test "$KAFKA_TEST_PORT"
+  rm -f "$LOCAL_DIR/kafka/kafka.pid"
 }
 
 # ---------------------------------------------------------------- Docker path
@@ -268,17 +297,14 @@ docker_up() {
 # ---------------------------------------------------------------- commands
 
 write_env() {
-  local test_brokers=$KAFKA_HOST:$KAFKA_PORT keep_topics=0
-  if [[ $(cat "$LOCAL_DIR/mode") == local ]]; then
-    test_brokers=$KAFKA_HOST:$KAFKA_TEST_PORT keep_topics=1
-  fi
+  local libs=
+  [[ $(cat "$LOCAL_DIR/mode") == local ]] && { kafka_dirs; libs=$KAFKA_LIBS; }
   cat >"$SERVICES_ENV" <<ENV
 # Written by scripts/services.sh up: where the local services answer. Tests and the Justfile read it.
 DATABASE_URL=postgres://$POSTGRES_USER@$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB
 KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT
-# The integration tests' broker, and whether tests leave their topics (tansu: yes, see tansu_up).
-ETL_TEST_KAFKA_BROKERS=$test_brokers
-ETL_TEST_KEEP_TOPICS=$keep_topics
+# Apache Kafka's jars (local path only): the broker-restart test starts a broker of its own from them.
+ETL_KAFKA_LIBS=$libs
 ENV
 }
 
@@ -288,12 +314,10 @@ cmd_up() {
     docker_up
   else
     install_postgres
-    install_sqlite
-    install_tansu
+    install_kafka
     echo local >"$LOCAL_DIR/mode"
     pg_up
-    tansu_up tansu "$KAFKA_PORT"
-    tansu_up tansu-test "$KAFKA_TEST_PORT"
+    kafka_up
   fi
   write_env
   say "ready: $(grep -v '^#' "$SERVICES_ENV" | tr '\n' ' ')"
@@ -304,8 +328,7 @@ cmd_down() {
   if [[ $(cat "$LOCAL_DIR/mode" 2>/dev/null) == docker ]]; then
     compose down
   else
-    tansu_down tansu
-    tansu_down tansu-test
+    kafka_down
     pg_down
   fi
   rm -f "$LOCAL_DIR/mode"
@@ -313,16 +336,15 @@ cmd_down() {
 
 cmd_status() {
   pg_locate
+  kafka_dirs
   echo "mode:       $(cat "$LOCAL_DIR/mode" 2>/dev/null || echo stopped)"
-  echo "postgres:   $POSTGRES_HOST:$POSTGRES_PORT $(port_open "$POSTGRES_HOST" "$POSTGRES_PORT" && echo up || echo down) (data $PG_DATA)"
-  echo "kafka:      $KAFKA_HOST:$KAFKA_PORT $(port_open "$KAFKA_HOST" "$KAFKA_PORT" && echo up || echo down) (tansu pid $(tansu_pid tansu || echo -))"
-  echo "test kafka: $KAFKA_HOST:$KAFKA_TEST_PORT $(port_open "$KAFKA_HOST" "$KAFKA_TEST_PORT" && echo up || echo down) (tansu pid $(tansu_pid tansu-test || echo -))"
+  echo "postgres:   $POSTGRES_HOST:$POSTGRES_PORT $(port_open "$POSTGRES_HOST" "$POSTGRES_PORT" && echo up || echo down) (data $PG_DATA, log $PG_LOG)"
+  echo "kafka:      $KAFKA_HOST:$KAFKA_PORT $(port_open "$KAFKA_HOST" "$KAFKA_PORT" && echo up || echo down) (Apache Kafka $KAFKA_VERSION, pid $(kafka_pid || echo -), data $KAFKA_DATA, log $KAFKA_LOG)"
 }
 
 case ${1:-} in
-  install) install_postgres; docker_engine || { install_sqlite; install_tansu; } ;;
+  install) install_postgres; docker_engine || install_kafka ;;
   up) cmd_up ;;
-  test-broker) cmd_test_broker ;;
   down) cmd_down ;;
   status) cmd_status ;;
   *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
