@@ -1,12 +1,10 @@
-//! The broker a benchmark runs on (`--broker`): by default a throwaway tansu with `memory://`
-//! storage on a free port, so that the figures measure our code rather than a broker's disk
-//! (DESIGN §7). Two others make the figures comparable with what a deployment would see:
-//! librdkafka's mock cluster, which answers a fetch as soon as data is there, as Apache Kafka
-//! does, and a broker that is already running (Apache Kafka from `kafka-docker-compose.yml`).
+//! The broker a benchmark runs on (`--broker`): by default the Apache Kafka that `just up`
+//! started (`KAFKA_BROKERS`), or any other running broker given as HOST:PORT; the benchmark's
+//! topics get names of their own there and are deleted afterwards. librdkafka's mock cluster, in
+//! the benchmark's own process, is the other choice: it answers a fetch as soon as data is there,
+//! as Kafka does, but keeps only the last 5 MB of each partition.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -19,34 +17,18 @@ use crate::kafka::{KafkaSettings, admin};
 
 use super::BenchError;
 
-/// How long a fresh broker may take to answer metadata requests.
+/// How long a broker may take to answer metadata requests.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where to find tansu: `TANSU_BIN`, then `~/.cargo/bin/tansu` (where `cargo install` puts it),
-/// then whatever `tansu` the PATH has.
-pub fn default_tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let installed = Path::new(&home).join(".cargo/bin/tansu");
-        if installed.is_file() {
-            return installed;
-        }
-    }
-    PathBuf::from("tansu")
-}
+/// Where `scripts/services.sh` keeps the pid of the local Apache Kafka it started.
+const LOCAL_KAFKA_PID_FILE: &str = ".local/kafka/kafka.pid";
 
 /// Which broker a stream benchmark runs on, as `--broker` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerChoice {
-    /// `tansu`: a `memory://` tansu of the benchmark's own (the binary is `--tansu`).
-    Tansu,
-    /// `librdkafka-mock`: librdkafka's mock cluster in this process. It answers a fetch at once
-    /// when data is there, as Kafka does, but keeps only the last 5 MB of each partition.
+    /// `librdkafka-mock`: librdkafka's mock cluster in this process.
     LibrdkafkaMock,
-    /// `HOST:PORT`: a broker that is already running. The benchmark's topics get names of their
-    /// own and are deleted afterwards.
+    /// `HOST:PORT[,HOST:PORT…]`: a broker that is already running.
     Existing(String),
 }
 
@@ -55,35 +37,43 @@ impl FromStr for BrokerChoice {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
-            "tansu" => Ok(Self::Tansu),
             "librdkafka-mock" => Ok(Self::LibrdkafkaMock),
-            "" => Err("expected tansu, librdkafka-mock or HOST:PORT of a running broker".into()),
+            "" => Err("expected librdkafka-mock or HOST:PORT of a running broker".into()),
             address if address.contains(':') => Ok(Self::Existing(address.to_string())),
             other => Err(format!(
-                "`{other}` is neither tansu, librdkafka-mock nor HOST:PORT of a running broker"
+                "`{other}` is neither librdkafka-mock nor HOST:PORT of a running broker"
             )),
         }
     }
 }
 
-/// A broker for one benchmark run. A tansu process is killed on drop (its log in the temp
-/// folder stays, for post-mortems); the mock cluster ends with it.
+impl std::fmt::Display for BrokerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LibrdkafkaMock => f.write_str("librdkafka mock cluster"),
+            Self::Existing(address) => write!(f, "the broker at {address}"),
+        }
+    }
+}
+
+/// A broker for one benchmark run; the mock cluster ends with it.
 pub struct BenchBroker {
     pub address: String,
     running: Running,
 }
 
 enum Running {
-    Tansu { child: Child, log: PathBuf },
     Mock(MockCluster<'static, DefaultProducerContext>),
-    Existing,
+    /// With the pid of the local Kafka when that is the one (its CPU time goes in the reports).
+    Existing {
+        local_pid: Option<u32>,
+    },
 }
 
 impl BenchBroker {
-    /// Starts (or, for an existing one, reaches) the broker and waits until it answers.
-    pub async fn start(choice: &BrokerChoice, tansu: &Path) -> Result<Self, BenchError> {
+    /// Starts (the mock) or reaches (an existing one) the broker and waits until it answers.
+    pub async fn start(choice: &BrokerChoice) -> Result<Self, BenchError> {
         let broker = match choice {
-            BrokerChoice::Tansu => Self::start_tansu(tansu)?,
             BrokerChoice::LibrdkafkaMock => {
                 let mock = MockCluster::new(1).map_err(|e| BenchError::MockStart(e.to_string()))?;
                 Self {
@@ -93,7 +83,9 @@ impl BenchBroker {
             }
             BrokerChoice::Existing(address) => Self {
                 address: address.clone(),
-                running: Running::Existing,
+                running: Running::Existing {
+                    local_pid: local_kafka_pid(Path::new(LOCAL_KAFKA_PID_FILE)),
+                },
             },
         };
         tracing::info!(address = %broker.address, broker = %broker.describe(), "benchmark broker");
@@ -101,56 +93,25 @@ impl BenchBroker {
         Ok(broker)
     }
 
-    fn start_tansu(tansu: &Path) -> Result<Self, BenchError> {
-        let port = free_port()?;
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
-        let log = std::env::temp_dir().join(format!("etl-bench-tansu-{port}.log"));
-        let log_file = std::fs::File::create(&log).map_err(|source| BenchError::Io {
-            context: format!("creating the broker log {}", log.display()),
-            source,
-        })?;
-        let stderr = log_file.try_clone().map_err(|source| BenchError::Io {
-            context: format!("opening the broker log {}", log.display()),
-            source,
-        })?;
-        let child = Command::new(tansu)
-            .args(["broker", "--cluster-id", "bench", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(std::env::temp_dir())
-            // Only trouble is worth logging; per-request lines would cost the broker time.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| BenchError::TansuStart {
-                binary: tansu.to_path_buf(),
-                source,
-            })?;
-        tracing::info!(pid = child.id(), "started a memory:// tansu broker");
-        Ok(Self {
-            address,
-            running: Running::Tansu { child, log },
-        })
-    }
-
     /// What the reports call this broker.
     pub fn describe(&self) -> String {
         match &self.running {
-            Running::Tansu { .. } => "memory:// tansu".into(),
             Running::Mock(_) => "librdkafka mock cluster".into(),
-            Running::Existing => format!("the broker at {}", self.address),
+            Running::Existing {
+                local_pid: Some(pid),
+            } => format!("the local Apache Kafka at {} (pid {pid})", self.address),
+            Running::Existing { local_pid: None } => format!("the broker at {}", self.address),
         }
     }
 
-    /// CPU time the broker used so far: a tansu of the benchmark's own only (Linux). The mock
-    /// cluster's threads are the benchmark process's; an existing broker is out of sight.
+    /// CPU time the broker used so far: the local Kafka's only (Linux). The mock cluster's
+    /// threads are the benchmark process's; another broker is out of sight.
     pub fn cpu_time(&self) -> Option<Duration> {
         match &self.running {
-            Running::Tansu { child, .. } => super::cpu_time_of(&child.id().to_string()),
-            Running::Mock(_) | Running::Existing => None,
+            Running::Existing {
+                local_pid: Some(pid),
+            } => super::cpu_time_of(&pid.to_string()),
+            Running::Mock(_) | Running::Existing { .. } => None,
         }
     }
 
@@ -166,7 +127,7 @@ impl BenchBroker {
         sink: &mut SinkOptions,
         partitions: i32,
     ) -> Result<(), BenchError> {
-        if let Running::Existing = self.running {
+        if let Running::Existing { .. } = self.running {
             let run = Uuid::new_v4().simple().to_string();
             let prefix = format!("etl-bench-{}", &run[..8]);
             for topic in [
@@ -190,7 +151,7 @@ impl BenchBroker {
                         .map_err(|e| BenchError::MockStart(e.to_string()))?;
                 }
             }
-            Running::Tansu { .. } | Running::Existing => {
+            Running::Existing { .. } => {
                 admin::create_topics(settings, &topics).await?;
             }
         }
@@ -199,7 +160,7 @@ impl BenchBroker {
 
     /// Deletes the run's topics from an existing broker; the others go with their broker.
     pub async fn remove_topics(&self, settings: &KafkaSettings, sink: &SinkOptions) {
-        if let Running::Existing = self.running {
+        if let Running::Existing { .. } = self.running {
             for topic in [&sink.topic, &sink.dlq_topic, &sink.anomalies_topic] {
                 if let Err(err) = admin::delete_topic(settings, topic).await {
                     tracing::warn!(%err, topic, "cannot delete the benchmark's topic; delete it by hand");
@@ -216,9 +177,10 @@ impl BenchBroker {
             }
             if Instant::now() >= deadline {
                 let hint = match &self.running {
-                    Running::Tansu { log, .. } => format!("its log is {}", log.display()),
                     Running::Mock(_) => "librdkafka's mock cluster did not come up".into(),
-                    Running::Existing => "is it running, and is the address right?".into(),
+                    Running::Existing { .. } => {
+                        "is it running (`just up`), and is the address right?".into()
+                    }
                 };
                 return Err(BenchError::BrokerNotReady {
                     address: self.address.clone(),
@@ -230,24 +192,15 @@ impl BenchBroker {
     }
 }
 
-impl Drop for BenchBroker {
-    fn drop(&mut self) {
-        if let Running::Tansu { child, .. } = &mut self.running {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A port nobody listens on right now (the OS picks it; there is a small race until tansu binds).
-fn free_port() -> Result<u16, BenchError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| BenchError::Io {
-            context: "finding a free local port".into(),
-            source,
-        })
+/// The pid in `file` when it names a running Apache Kafka broker (`kafka.Kafka`); a stale file
+/// may name a process that reused the number.
+fn local_kafka_pid(file: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    command_line
+        .split(|b| *b == 0)
+        .any(|arg| arg == b"kafka.Kafka")
+        .then_some(pid)
 }
 
 #[cfg(test)]
@@ -256,7 +209,6 @@ mod tests {
 
     #[test]
     fn broker_choices_parse_and_nonsense_is_named() {
-        assert_eq!("tansu".parse(), Ok(BrokerChoice::Tansu));
         assert_eq!("librdkafka-mock".parse(), Ok(BrokerChoice::LibrdkafkaMock));
         assert_eq!(
             "localhost:9092".parse(),
@@ -264,5 +216,17 @@ mod tests {
         );
         let err = "kafka".parse::<BrokerChoice>().unwrap_err();
         assert!(err.contains("`kafka`"), "{err}");
+    }
+
+    #[test]
+    fn a_pid_file_counts_only_when_it_names_a_kafka_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kafka.pid");
+        assert_eq!(local_kafka_pid(&file), None);
+        // This test process is alive but is no Kafka broker.
+        std::fs::write(&file, std::process::id().to_string()).unwrap();
+        assert_eq!(local_kafka_pid(&file), None);
+        std::fs::write(&file, "not a pid").unwrap();
+        assert_eq!(local_kafka_pid(&file), None);
     }
 }

@@ -9,7 +9,6 @@ pub mod scratch;
 pub mod sink;
 pub mod stats;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::db::DbError;
@@ -19,21 +18,11 @@ use crate::kafka::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error(
-        "cannot start the tansu broker `{}` ({source}); install it with `just install` \
-         (or `cargo install tansu --locked --features libsql,dynostore`), or set TANSU_BIN",
-        binary.display()
-    )]
-    TansuStart {
-        binary: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("the benchmark broker at {address} did not answer within 30 s; {hint}")]
     BrokerNotReady { address: String, hint: String },
     #[error(
         "librdkafka's mock cluster keeps only the last 5 MB of each partition, so a pre-filled \
-         topic does not fit; `etl bench sink` needs --broker tansu or the address of a broker"
+         topic does not fit; `etl bench sink` needs a real broker (the default, or --broker HOST:PORT)"
     )]
     MockCannotPrefill,
     #[error("cannot start librdkafka's mock cluster: {0}")]

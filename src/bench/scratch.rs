@@ -2,7 +2,6 @@
 //! benchmark uses it too), and for the sink benchmarks the users in `users_raw`, the sink's
 //! topics on the benchmark's own broker, and the generated traffic.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,7 +9,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::broker::{BenchBroker, BrokerChoice, default_tansu_binary};
+use super::broker::{BenchBroker, BrokerChoice};
 use super::{BenchError, build_profile, cpus, load_average, show_load};
 use crate::db;
 use crate::generate::stream::{StreamMessage, StreamOptions};
@@ -30,9 +29,8 @@ pub struct StreamBenchOptions {
     pub seed: u64,
     pub invalid_ratio: f64,
     pub orphan_ratio: f64,
-    /// The broker to run on; `tansu` is started from `tansu`.
+    /// The broker to run on.
     pub broker: BrokerChoice,
-    pub tansu: PathBuf,
     /// `-X` settings for every Kafka client of the benchmark, the sink's included.
     pub overrides: Vec<(String, String)>,
     /// The sink's settings.
@@ -50,8 +48,7 @@ impl Default for StreamBenchOptions {
             seed: 1,
             invalid_ratio: 0.01,
             orphan_ratio: 0.02,
-            broker: BrokerChoice::Tansu,
-            tansu: default_tansu_binary(),
+            broker: BrokerChoice::Existing(crate::kafka::config::DEFAULT_BROKERS.into()),
             overrides: Vec::new(),
             sink: SinkOptions::default(),
             db_connections: 4,
@@ -67,7 +64,7 @@ impl StreamBenchOptions {
         &self,
         sink: &mut SinkOptions,
     ) -> Result<(BenchBroker, KafkaSettings), BenchError> {
-        let broker = BenchBroker::start(&self.broker, &self.tansu).await?;
+        let broker = BenchBroker::start(&self.broker).await?;
         let settings = KafkaSettings {
             overrides: self.overrides.clone(),
             ..broker.settings()

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
-use crate::bench::broker::{BrokerChoice, default_tansu_binary};
+use crate::bench::broker::BrokerChoice;
 use crate::bench::e2e::{self, E2eBenchOptions};
 use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
@@ -24,9 +24,10 @@ pub enum Bench {
     /// generate-monthly for one month, then load-batch of it against a raw COPY of the same files
     /// into the same tables, in a scratch database that is dropped afterwards.
     Batch(BatchArgs),
-    /// Messages/s and MB/s that `etl produce` delivers with acks=all to a memory:// tansu broker
-    /// it starts itself, next to the transport ceiling (the same settings sending identical
-    /// pre-serialized payloads).
+    /// Messages/s and MB/s that `etl produce` delivers with acks=all (topics of the run's own on
+    /// the broker, the local Apache Kafka by default), next to the transport ceiling: the same
+    /// messages pre-serialized, sent with the same settings; the share of the ceiling is the
+    /// median of the rounds' ratios.
     Produce(ProduceArgs),
     /// Plan time of `etl build-models` (discovery, rendering, DAG, selection; no database) for a
     /// generated project of N models; the median of several runs (target ≤ 200 ms for 100).
@@ -34,13 +35,13 @@ pub enum Bench {
     /// A full `build-models` over generated stream and batch transactions, then an incremental
     /// build after new stream rows, in a scratch database that is dropped afterwards.
     Models(ModelsArgs),
-    /// Rows/s of `etl kafka-to-postgres` draining a pre-filled topic on a memory:// tansu broker
-    /// it starts itself, next to a raw COPY of the same rows, in a scratch database that is
-    /// dropped afterwards.
+    /// Rows/s of `etl kafka-to-postgres` draining a pre-filled topic (of the run's own, on the
+    /// local Apache Kafka by default), next to a raw COPY of the same rows over as many
+    /// connections as the sink has writers, in a scratch database that is dropped afterwards.
     Sink(SinkArgs),
     /// Latency from produced_at to commit while `etl kafka-to-postgres` (default settings)
-    /// follows a stream sent at a fixed rate, on a memory:// tansu broker it starts itself and a
-    /// scratch database that is dropped afterwards.
+    /// follows a stream sent at a fixed rate, on topics of the run's own (the local Apache Kafka
+    /// by default) and a scratch database that is dropped afterwards.
     E2e(E2eArgs),
 }
 
@@ -131,10 +132,12 @@ pub struct ProduceArgs {
     #[arg(long, env = "BENCH_USERS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub users: u32,
-    /// The tansu binary (built with the dynostore feature for memory:// storage)
-    #[arg(long, env = "TANSU_BIN")]
-    pub tansu: Option<PathBuf>,
-    /// Rounds of both phases, alternating; the best of each counts (noise only slows down)
+    /// The broker: HOST:PORT of a running one (default: KAFKA_BROKERS, the local Apache Kafka
+    /// of `just up`) or `librdkafka-mock`; the run's topics are deleted afterwards
+    #[arg(long, env = "BENCH_BROKER")]
+    pub broker: Option<BrokerChoice>,
+    /// Rounds of both phases, alternating; the share of the ceiling is the median of the
+    /// rounds' ratios, the rates reported are each phase's best round
     #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
@@ -187,16 +190,17 @@ pub struct StreamBenchArgs {
     /// Database connections of the sink
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
     pub db_connections: u32,
-    /// The broker: `tansu` (a memory:// tansu of the benchmark's own), `librdkafka-mock`
-    /// (librdkafka's mock cluster in this process, which answers fetches as soon as data is
-    /// there, as Apache Kafka does; e2e only, it keeps 5 MB per partition), or HOST:PORT of a
-    /// running broker such as Apache Kafka from kafka-docker-compose.yml (the benchmark's topics
-    /// get names of their own and are deleted afterwards)
-    #[arg(long, env = "BENCH_BROKER", default_value = "tansu")]
-    pub broker: BrokerChoice,
-    /// The tansu binary (built with the dynostore feature for memory:// storage)
-    #[arg(long, env = "TANSU_BIN")]
-    pub tansu: Option<PathBuf>,
+    /// The broker: HOST:PORT of a running one (default: KAFKA_BROKERS, the local Apache Kafka
+    /// of `just up`; the benchmark's topics get names of their own and are deleted afterwards),
+    /// or `librdkafka-mock` (librdkafka's mock cluster in this process; e2e only, it keeps 5 MB
+    /// per partition)
+    #[arg(long, env = "BENCH_BROKER")]
+    pub broker: Option<BrokerChoice>,
+}
+
+/// `--broker`, or the brokers every other command talks to.
+fn broker_or_default(broker: Option<BrokerChoice>, global: &GlobalArgs) -> BrokerChoice {
+    broker.unwrap_or_else(|| BrokerChoice::Existing(global.kafka().brokers))
 }
 
 impl StreamBenchArgs {
@@ -208,8 +212,7 @@ impl StreamBenchArgs {
             seed: self.seed,
             invalid_ratio: self.invalid_ratio,
             orphan_ratio: self.orphan_ratio,
-            broker: self.broker.clone(),
-            tansu: self.tansu.clone().unwrap_or_else(default_tansu_binary),
+            broker: broker_or_default(self.broker.clone(), global),
             // -X applies here too; the broker address is the benchmark's own.
             overrides: global.kafka().overrides,
             sink: crate::kafka::sink::SinkOptions {
@@ -345,7 +348,7 @@ impl ProduceArgs {
             count: self.count,
             partitions: self.partitions,
             users: self.users,
-            tansu: self.tansu.unwrap_or_else(default_tansu_binary),
+            broker: broker_or_default(self.broker, global),
             // -X applies here too; the broker address is the benchmark's own.
             overrides: global.kafka().overrides,
             rounds: self.rounds,

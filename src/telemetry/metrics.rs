@@ -2,7 +2,8 @@
 //!
 //! One [`Metrics`] per process: the sink and the relay count into it, `/metrics` renders it.
 
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +15,13 @@ use prometheus_client::registry::{Registry, Unit};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
+}
+
+/// Where in the sink an error happened: `consume` (the group consumer), `write` (a batch's
+/// transaction, retried), `relay` (publishing anomalies), `kafka_commit` (the lag signal).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,7 +43,9 @@ pub struct SinkMetrics {
     pub batch_duration: Histogram,
     pub end_to_end_latency: Histogram,
     pub lag: Family<PartitionLabel, Gauge>,
+    pub assigned_partitions: Gauge,
     pub retries: Counter,
+    pub errors: Family<StageLabel, Counter>,
     /// Exact figures of every committed batch, for benchmarks and tests; `None` (the default)
     /// in production, where the histograms suffice.
     pub commit_log: Option<CommitLog>,
@@ -94,6 +104,8 @@ impl SinkMetrics {
 pub struct Metrics {
     pub registry: Arc<Registry>,
     pub sink: SinkMetrics,
+    /// Where `/metrics` is served, once it is (a port chosen by the OS is known only then).
+    pub served_at: Arc<OnceLock<SocketAddr>>,
 }
 
 impl Default for Metrics {
@@ -117,7 +129,9 @@ impl Metrics {
             // 1 ms … ~16 s: the end-to-end target is 50 ms, the interesting part is below it.
             end_to_end_latency: Histogram::new(exponential_buckets(0.001, 1.5, 25)),
             lag: Family::default(),
+            assigned_partitions: Gauge::default(),
             retries: Counter::default(),
+            errors: Family::default(),
             commit_log: None,
         };
         let mut registry = Registry::with_prefix("etl_sink");
@@ -182,14 +196,27 @@ impl Metrics {
             sink.lag.clone(),
         );
         registry.register_with_unit(
+            "assigned",
+            "Partitions of the topic this process holds in its consumer group",
+            Unit::Other("partitions".into()),
+            sink.assigned_partitions.clone(),
+        );
+        registry.register_with_unit(
             "retries",
             "Batches retried after a transient database or broker error",
             Unit::Other("attempts".into()),
             sink.retries.clone(),
         );
+        // No unit suffix: the name the alerts use is etl_sink_errors_total{stage}.
+        registry.register(
+            "errors",
+            "Errors by stage (count): consume, write (retried), relay, kafka_commit (lag signal only)",
+            sink.errors.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             sink,
+            served_at: Arc::new(OnceLock::new()),
         }
     }
 

@@ -1,11 +1,10 @@
-//! Smoke runs of the sink benchmarks (a few seconds each): the plumbing works and the figures
-//! add up. They start their own memory:// tansu, so they need tansu built with dynostore
-//! (`just install`); without it they say so and pass.
+//! Smoke runs of the sink benchmarks (a few seconds each) on the tests' Apache Kafka: the
+//! plumbing works and the figures add up.
 
 use std::time::Duration;
 
 use etl::bench::BenchError;
-use etl::bench::broker::{BenchBroker, BrokerChoice, default_tansu_binary};
+use etl::bench::broker::BrokerChoice;
 use etl::bench::e2e::{self, E2eBenchOptions};
 use etl::bench::scratch::StreamBenchOptions;
 use etl::bench::sink::{self, SinkBenchOptions};
@@ -13,33 +12,33 @@ use tokio_util::sync::CancellationToken;
 
 use etl::kafka::admin;
 
-use crate::helpers::services;
+use crate::helpers::{kafka, services};
 
-fn tansu_installed() -> bool {
-    let tansu = default_tansu_binary();
-    let found = std::process::Command::new(&tansu)
-        .arg("--help")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("skipped: no tansu at {} (`just install`)", tansu.display());
+fn stream_options() -> StreamBenchOptions {
+    StreamBenchOptions {
+        database_url: services().database_url.clone(),
+        users: 200,
+        broker: BrokerChoice::Existing(services().kafka_brokers.clone()),
+        ..StreamBenchOptions::default()
     }
-    found
+}
+
+/// Topic names on the broker now.
+async fn topic_names() -> Vec<String> {
+    admin::describe_topics(&kafka(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sink_bench_drains_every_message_and_compares_with_raw_copy() {
-    if !tansu_installed() {
-        return;
-    }
+async fn sink_bench_drains_every_message_and_compares_with_a_raw_copy_of_the_same_rows() {
     let options = SinkBenchOptions {
         stream: StreamBenchOptions {
-            database_url: services().database_url.clone(),
             invalid_ratio: 0.05,
-            users: 200,
-            ..StreamBenchOptions::default()
+            ..stream_options()
         },
         count: 2_000,
         rounds: 1,
@@ -51,7 +50,18 @@ async fn sink_bench_drains_every_message_and_compares_with_raw_copy() {
     let round = &report.rounds[0];
     assert_eq!(round.inserted, report.valid_rows);
     assert_eq!(round.rejected, report.invalid);
-    assert!(round.raw_copy_rows_per_second > 0.0 && round.drain_rows_per_second > 0.0);
+    // The baseline wrote the very rows the sink did, and the ratio compares the two rates.
+    assert_eq!(round.raw_copy_rows, report.valid_rows);
+    assert_eq!(report.writers, 2);
+    let raw_rate = report.valid_rows as f64 / round.raw_copy_seconds;
+    assert!((round.raw_copy_rows_per_second - raw_rate).abs() < 1e-6 * raw_rate);
+    assert!(
+        (round.ratio - round.drain_rows_per_second / round.raw_copy_rows_per_second).abs() < 1e-9
+    );
+    // Kafka's high watermarks add up to the messages sent: the sink's own caught-up stop ends
+    // the drain.
+    assert_eq!(report.watermark_messages, 2_000);
+    assert_eq!(report.stop, sink::DrainStop::UntilCaughtUp);
     assert_eq!(
         round
             .batch_messages
@@ -63,37 +73,47 @@ async fn sink_bench_drains_every_message_and_compares_with_raw_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn e2e_bench_measures_every_valid_row() {
-    if !tansu_installed() {
-        return;
-    }
-    let options = E2eBenchOptions {
-        stream: StreamBenchOptions {
-            database_url: services().database_url.clone(),
-            users: 200,
-            ..StreamBenchOptions::default()
-        },
-        rate: 1_000,
-        duration: Duration::from_secs(2),
-        warmup_messages: 50,
-        ..E2eBenchOptions::default()
-    };
-    let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
-    assert!((1_800..=2_100).contains(&report.sent), "{}", report.sent);
-    let latency = report.latency_ms.as_ref().expect("rows were measured");
+async fn e2e_bench_on_kafka_measures_every_row_and_deletes_its_topics() {
+    let report = e2e::run(
+        &small_e2e(stream_options().broker),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.sent, 2_000, "1,000 msg/s for 2 s");
+    let latency = report
+        .latency
+        .latency_ms
+        .as_ref()
+        .expect("rows were measured");
     assert_eq!(latency.count as u64, report.inserted);
     assert_eq!(report.inserted + report.rejected, report.sent);
     assert!(latency.min > 0.0 && latency.p50 <= latency.p99);
+    let held = report
+        .latency
+        .sink_hold_ms
+        .as_ref()
+        .expect("messages were held");
+    assert_eq!(held.count as u64, report.sent);
     assert!(report.batches > 0);
+    assert!(
+        report.broker.contains(&services().kafka_brokers),
+        "{}",
+        report.broker
+    );
+    assert!(report.topic.starts_with("etl-bench-"), "{}", report.topic);
+    assert!(
+        !topic_names().await.contains(&report.topic),
+        "{} was left behind",
+        report.topic
+    );
 }
 
 fn small_e2e(broker: BrokerChoice) -> E2eBenchOptions {
     E2eBenchOptions {
         stream: StreamBenchOptions {
-            database_url: services().database_url.clone(),
-            users: 200,
             broker,
-            ..StreamBenchOptions::default()
+            ..stream_options()
         },
         rate: 1_000,
         duration: Duration::from_secs(2),
@@ -107,12 +127,20 @@ async fn e2e_bench_on_librdkafka_mock_measures_the_sinks_share_of_every_message(
     let options = small_e2e(BrokerChoice::LibrdkafkaMock);
     let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
     assert_eq!(report.broker, "librdkafka mock cluster");
-    let latency = report.latency_ms.as_ref().expect("rows were measured");
+    let latency = report
+        .latency
+        .latency_ms
+        .as_ref()
+        .expect("rows were measured");
     assert_eq!(latency.count as u64, report.inserted);
     assert_eq!(report.inserted + report.rejected, report.sent);
     // Every measured message, rejected ones included, was held by the sink for a while, and never
     // longer than its whole trip from the producer.
-    let held = report.sink_hold_ms.as_ref().expect("messages were held");
+    let held = report
+        .latency
+        .sink_hold_ms
+        .as_ref()
+        .expect("messages were held");
     assert_eq!(held.count as u64, report.sent);
     assert!(
         held.min > 0.0 && held.p50 <= latency.p50,
@@ -122,35 +150,11 @@ async fn e2e_bench_on_librdkafka_mock_measures_the_sinks_share_of_every_message(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn e2e_bench_on_a_running_broker_uses_topics_of_its_own_and_deletes_them() {
-    if !tansu_installed() {
-        return;
-    }
-    // A memory:// tansu stands in for someone's Kafka: it can delete topics.
-    let running = BenchBroker::start(&BrokerChoice::Tansu, &default_tansu_binary())
-        .await
-        .unwrap();
-    let options = small_e2e(BrokerChoice::Existing(running.address.clone()));
-    let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
-    assert_eq!(report.broker, format!("the broker at {}", running.address));
-    assert_eq!(report.inserted + report.rejected, report.sent);
-    let left = admin::describe_topics(&running.settings(), None)
-        .await
-        .unwrap();
-    assert!(
-        left.iter()
-            .all(|t| !t.name.starts_with("etl-bench-") && t.name != "transactions"),
-        "{left:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn sink_bench_refuses_librdkafka_mock_which_cannot_hold_a_prefilled_topic() {
     let options = SinkBenchOptions {
         stream: StreamBenchOptions {
-            database_url: services().database_url.clone(),
             broker: BrokerChoice::LibrdkafkaMock,
-            ..StreamBenchOptions::default()
+            ..stream_options()
         },
         ..SinkBenchOptions::default()
     };

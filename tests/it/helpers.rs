@@ -11,13 +11,13 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Service addresses: the environment wins, then `.local/services.env` written by `just up`,
-/// then the defaults `just up` uses. Kafka is the tests' own broker (`ETL_TEST_KAFKA_BROKERS`)
-/// when there is one: on tansu, tests must not delete topics (see scripts/services.sh), so they
-/// run on a broker that `just test` recreates empty, and the demo's broker stays clean.
+/// then the defaults `just up` uses. Tests share the demo's Apache Kafka: every topic a test
+/// makes has a name of its own and is deleted when the test ends.
 pub struct Services {
     pub database_url: String,
     pub kafka_brokers: String,
-    pub keep_topics: bool,
+    /// Apache Kafka's jars, for tests that run a broker of their own (`private_kafka`).
+    pub kafka_libs: Option<String>,
 }
 
 pub fn services() -> &'static Services {
@@ -37,10 +37,9 @@ pub fn services() -> &'static Services {
         Services {
             database_url: lookup("DATABASE_URL")
                 .unwrap_or_else(|| etl::db::DEFAULT_DATABASE_URL.into()),
-            kafka_brokers: lookup("ETL_TEST_KAFKA_BROKERS")
-                .or_else(|| lookup("KAFKA_BROKERS"))
+            kafka_brokers: lookup("KAFKA_BROKERS")
                 .unwrap_or_else(|| etl::kafka::config::DEFAULT_BROKERS.into()),
-            keep_topics: lookup("ETL_TEST_KEEP_TOPICS").is_some_and(|v| v == "1"),
+            kafka_libs: lookup("ETL_KAFKA_LIBS"),
         }
     })
 }
@@ -157,9 +156,6 @@ impl TestTopic {
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
-        if services().keep_topics {
-            return; // the test broker is recreated empty before each run instead
-        }
         let name = self.name.clone();
         run_detached(async move {
             if let Err(e) = admin::delete_topic(&kafka(), &name).await {

@@ -10,6 +10,7 @@ mod migrate;
 mod models_marts;
 mod models_runner;
 mod postgres_roundtrip;
+mod private_kafka;
 mod private_postgres;
 mod produce;
 mod sink;

@@ -13,11 +13,12 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::Connection;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use rdkafka::statistics::Statistics;
 
 use super::error::SinkError;
+use super::events::{self, Backoff};
 use crate::db::sink as queries;
 use crate::kafka::KafkaSettings;
 use crate::telemetry::metrics::{PartitionLabel, SinkMetrics};
@@ -88,14 +89,14 @@ impl ConsumerContext for SinkContext {
                         .map_or(Offset::Beginning, |next| Offset::Offset(*next));
                     let _ = tpl.set_partition_offset(&self.topic, partition, start);
                 }
-                info!(topic = %self.topic, ?partitions, ?stored, "partitions assigned");
                 if let Err(err) = consumer.assign(tpl) {
                     error!(%err, "assigning partitions failed");
                 }
+                events::partitions_assigned(&self.metrics, &self.topic, &partitions, &stored);
                 let _ = self.events.send(Assignment::Assigned(partitions));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(topic = %self.topic, ?partitions, "partitions revoked");
+                events::partitions_revoked(&self.metrics, &self.topic, &partitions);
                 let _ = self.events.send(Assignment::Revoked(partitions));
                 let _ = consumer.unassign();
             }
@@ -128,7 +129,7 @@ impl SinkContext {
     }
 
     async fn read_offsets_retrying(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_secs(5));
         loop {
             let attempt = async {
                 let mut conn = sqlx::PgConnection::connect(&self.database_url).await?;
@@ -141,9 +142,9 @@ impl SinkContext {
             match attempt.await {
                 Ok(stored) => return Some(stored),
                 Err(err) if !self.stopping.load(Ordering::Relaxed) => {
+                    let backoff = backoff.next_wait();
                     warn!(%err, ?backoff, "cannot read stored offsets for the new assignment, retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(_) => return None,
             }

@@ -18,6 +18,7 @@ pub mod batch;
 pub mod consumer;
 pub mod dead_letter;
 pub mod error;
+mod events;
 pub mod relay;
 pub mod write;
 
@@ -153,6 +154,7 @@ pub async fn run(
             .await
             .map_err(|err| SinkError::Metrics { addr, cause: err })?;
         info!(%bound, "serving /metrics, /healthz and /readyz");
+        let _ = metrics.served_at.set(bound);
         summary.metrics_addr = Some(bound);
         server = Some(handle);
     }
@@ -176,9 +178,15 @@ pub async fn run(
         metrics.sink.clone(),
     )?;
     let relay_task = {
-        let nudge = nudge.clone();
-        let relay_stop = relay_stop.clone();
-        tokio::spawn(async move { relay.run(&nudge, relay_stop).await })
+        let (nudge, relay_stop, stop) = (nudge.clone(), relay_stop.clone(), stop.clone());
+        tokio::spawn(async move {
+            let published = relay.run(&nudge, relay_stop).await;
+            if published.is_err() {
+                // Anomalies could no longer be published: stop rather than pile them up.
+                stop.cancel();
+            }
+            published
+        })
     };
 
     let dead_letters = DeadLetters::new(settings, &options.dlq_topic, &options.topic)?;
@@ -251,7 +259,7 @@ pub async fn run(
         watch.abort();
     }
     relay_stop.cancel();
-    summary.published = relay_task.await.unwrap_or(0);
+    let published = relay_task.await.expect("the relay task does not panic");
     serve_stop.cancel();
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -260,7 +268,8 @@ pub async fn run(
     consumer.unsubscribe();
     close(consumer).await;
     let written = written?;
-    summary.consumed = consumed?;
+    summary.published = published?;
+    summary.consumed = consumed;
     summary.inserted = written.inserted as u64;
     summary.duplicates = written.duplicates as u64;
     summary.rejected = written.rejected as u64;
@@ -391,7 +400,7 @@ async fn read_batches(
     options: &SinkOptions,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<u64, SinkError> {
+) -> u64 {
     let mut consumed = 0u64;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     'reading: loop {
@@ -440,7 +449,7 @@ async fn read_batches(
                     lane.deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
                 }
                 // Broker errors surface here while librdkafka reconnects by itself.
-                Err(err) => warn!(%err, "consumer error; librdkafka retries"),
+                Err(err) => events::consumer_error(&metrics.sink, &err),
             },
             // No message is waiting: whatever an idle writer's lane holds goes now.
             _ = std::future::ready(()), if idle_with_batch => {
@@ -458,7 +467,7 @@ async fn read_batches(
             let _ = lane.ship().await;
         }
     }
-    Ok(consumed)
+    consumed
 }
 
 /// The lane of a partition: a partition always goes to the same writer.
@@ -504,13 +513,16 @@ async fn write_batches(
         if written.anomalies > 0 {
             nudge.notify_one();
         }
-        commit_to_kafka(&consumer, &options.topic, &written.next_offsets);
+        commit_to_kafka(&consumer, &options.topic, &written.next_offsets, &metrics);
         total.add_counts(&written);
     }
     // For a run, `messages` counts batches.
     total.messages = batch_count;
     Ok(total)
 }
+
+/// The longest wait between two attempts at a batch or at publishing anomalies.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 async fn write_retrying(
     writer: &mut Writer,
@@ -519,7 +531,7 @@ async fn write_retrying(
     metrics: &Metrics,
     cancel: &CancellationToken,
 ) -> Result<Written, SinkError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = events::Backoff::new(MAX_BACKOFF);
     let mut give_up_at: Option<Instant> = None;
     loop {
         match writer.write(batch).await {
@@ -531,24 +543,28 @@ async fn write_retrying(
                         return Err(SinkError::Abandoned(Box::new(err)));
                     }
                 }
-                metrics.sink.retries.inc();
-                warn!(%err, ?backoff, messages = batch.len(), "batch not written, retrying");
+                let backoff = backoff.next_wait();
+                events::batch_retry(&metrics.sink, &err, backoff, batch.len());
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(err) => return Err(err),
         }
     }
 }
 
-fn commit_to_kafka(consumer: &SinkConsumer, topic: &str, next: &BTreeMap<i32, i64>) {
+fn commit_to_kafka(
+    consumer: &SinkConsumer,
+    topic: &str,
+    next: &BTreeMap<i32, i64>,
+    metrics: &Metrics,
+) {
     let mut tpl = TopicPartitionList::new();
     for (&partition, &offset) in next {
         let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset));
     }
     // Partitions revoked meanwhile refuse the commit; the database has the truth anyway.
     if let Err(err) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(%err, "Kafka offset commit refused (lag signal only)");
+        events::kafka_commit_refused(&metrics.sink, &err);
     }
 }
 

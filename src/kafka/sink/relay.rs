@@ -5,16 +5,15 @@
 
 use std::time::Duration;
 
+use super::error::SinkError;
+use super::events::{self, Backoff};
+use crate::db::sink as queries;
+use crate::kafka::KafkaSettings;
+use crate::telemetry::metrics::SinkMetrics;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
-
-use super::error::SinkError;
-use crate::db::sink as queries;
-use crate::kafka::KafkaSettings;
-use crate::telemetry::metrics::SinkMetrics;
 
 /// Rows published per database transaction.
 const CLAIM: i64 = 500;
@@ -44,31 +43,47 @@ impl Relay {
         })
     }
 
-    /// Publishes until `stop`, then empties the outbox once more. Errors are logged and retried
-    /// on the next round: the rows stay in the outbox meanwhile.
-    pub async fn run(self, nudge: &Notify, stop: CancellationToken) -> u64 {
+    /// Publishes until `stop`, then empties the outbox once more. A transient error (broker or
+    /// database away) is retried with backoff while the rows wait in the outbox; any other error
+    /// ends the relay with it, and the sink with the relay.
+    pub async fn run(self, nudge: &Notify, stop: CancellationToken) -> Result<u64, SinkError> {
         let mut published = 0;
+        let mut backoff = Backoff::new(super::MAX_BACKOFF);
+        let mut wait = POLL;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = nudge.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            published += self.drain().await;
+            match self.drain(&mut published).await {
+                Ok(()) => {
+                    backoff = Backoff::new(super::MAX_BACKOFF);
+                    wait = POLL;
+                }
+                Err(err) if err.is_transient() => {
+                    wait = backoff.next_wait();
+                    events::relay_failed(&self.metrics, &err, Some(wait));
+                }
+                Err(err) => {
+                    events::relay_failed(&self.metrics, &err, None);
+                    return Err(err);
+                }
+            }
         }
-        published + self.drain().await
+        if let Err(err) = self.drain(&mut published).await {
+            // The rows stay in the outbox; the next start publishes them.
+            events::relay_failed(&self.metrics, &err, None);
+        }
+        Ok(published)
     }
 
-    async fn drain(&self) -> u64 {
-        let mut published = 0;
+    /// Publishes until the outbox is empty, adding to `published` as it goes.
+    async fn drain(&self, published: &mut u64) -> Result<(), SinkError> {
         loop {
-            match self.publish_some().await {
-                Ok(0) => return published,
-                Ok(n) => published += n,
-                Err(err) => {
-                    warn!(%err, "anomaly relay will try again");
-                    return published;
-                }
+            match self.publish_some().await? {
+                0 => return Ok(()),
+                n => *published += n,
             }
         }
     }
