@@ -42,6 +42,12 @@ pub struct SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    /// Client-level errors (all brokers down, a connection reset) come here, not through the
+    /// message stream; librdkafka reconnects by itself.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        events::consumer_error(&self.metrics, &error, reason);
+    }
+
     /// librdkafka's statistics carry each assigned partition's lag behind the high watermark,
     /// measured from the offsets we commit after every database commit.
     fn stats(&self, statistics: Statistics) {

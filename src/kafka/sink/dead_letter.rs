@@ -3,11 +3,14 @@
 //! database transaction commits, so a crash or a retried batch may send a letter twice but never
 //! loses one (at-least-once; `source.partition` and `source.offset` tell copies apart).
 
+use std::sync::Arc;
+
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
 use super::error::SinkError;
 use crate::kafka::KafkaSettings;
+use crate::telemetry::metrics::SinkMetrics;
 
 /// One message to dead-letter.
 pub struct DeadLetter<'a> {
@@ -22,7 +25,7 @@ pub struct DeadLetter<'a> {
 /// Cheap to clone: the clones share one producer.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: Arc<super::SinkProducer>,
     topic: String,
     source_topic: String,
 }
@@ -32,10 +35,11 @@ impl DeadLetters {
         settings: &KafkaSettings,
         topic: &str,
         source_topic: &str,
+        metrics: &SinkMetrics,
     ) -> Result<Self, SinkError> {
-        let producer = super::producer(settings, "1")?;
+        let producer = super::producer(settings, "1", metrics, "dead_letter")?;
         Ok(Self {
-            producer,
+            producer: Arc::new(producer),
             topic: topic.to_string(),
             source_topic: source_topic.to_string(),
         })

@@ -15,9 +15,27 @@ fn count_error(metrics: &SinkMetrics, stage: &'static str) {
 }
 
 /// The group consumer reported an error (broker down, connection reset); librdkafka retries.
-pub(crate) fn consumer_error(metrics: &SinkMetrics, err: &rdkafka::error::KafkaError) {
+pub(crate) fn consumer_error(
+    metrics: &SinkMetrics,
+    err: &rdkafka::error::KafkaError,
+    reason: &str,
+) {
     count_error(metrics, "consume");
-    warn!(%err, "consumer error; librdkafka retries");
+    warn!(%err, reason, "consumer error; librdkafka retries");
+}
+
+/// The context of the sink's producers (dead letters, relay): their client-level errors (all
+/// brokers down, a connection reset) are counted under their stage, then librdkafka retries.
+pub struct CountingProducerContext {
+    pub(crate) metrics: SinkMetrics,
+    pub(crate) stage: &'static str,
+}
+
+impl rdkafka::ClientContext for CountingProducerContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        count_error(&self.metrics, self.stage);
+        warn!(stage = self.stage, %error, reason, "producer error; librdkafka retries");
+    }
 }
 
 /// A batch was not written for a transient reason and is tried again after `backoff`.
@@ -129,7 +147,7 @@ mod tests {
     fn every_error_event_is_counted_by_its_stage() {
         let metrics = Metrics::new();
         let sink = &metrics.sink;
-        consumer_error(sink, &rdkafka::error::KafkaError::Canceled);
+        consumer_error(sink, &rdkafka::error::KafkaError::Canceled, "test");
         kafka_commit_refused(sink, &rdkafka::error::KafkaError::Canceled);
         let relay = SinkError::Relay {
             topic: "anomalies".into(),

@@ -189,7 +189,8 @@ pub async fn run(
         })
     };
 
-    let dead_letters = DeadLetters::new(settings, &options.dlq_topic, &options.topic)?;
+    let dead_letters =
+        DeadLetters::new(settings, &options.dlq_topic, &options.topic, &metrics.sink)?;
     let writers_woke = Arc::new(Notify::new());
     let writer_gone = CancellationToken::new();
     let mut lanes = Vec::new();
@@ -295,12 +296,18 @@ pub fn enough_connections(writers: usize, connections: u32) -> Result<(), SinkEr
 /// error and back off.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The producer of dead letters and of the relay: the house settings (`acks=all`, idempotent),
-/// a delivery timeout short enough to surface as a retried error, and their own linger.
+/// The producer of dead letters and of the relay.
+type SinkProducer = rdkafka::producer::FutureProducer<events::CountingProducerContext>;
+
+/// A producer for dead letters or the relay: the house settings (`acks=all`, idempotent), a
+/// delivery timeout short enough to surface as a retried error, their own linger, and client
+/// errors counted under `stage`.
 fn producer(
     settings: &KafkaSettings,
     linger_ms: &str,
-) -> Result<rdkafka::producer::FutureProducer, SinkError> {
+    metrics: &crate::telemetry::metrics::SinkMetrics,
+    stage: &'static str,
+) -> Result<SinkProducer, SinkError> {
     settings
         .producer_config()
         .set(
@@ -308,7 +315,10 @@ fn producer(
             DELIVERY_TIMEOUT.as_millis().to_string(),
         )
         .set("linger.ms", linger_ms)
-        .create()
+        .create_with_context(events::CountingProducerContext {
+            metrics: metrics.clone(),
+            stage,
+        })
         .map_err(SinkError::Config)
 }
 
@@ -449,7 +459,7 @@ async fn read_batches(
                     lane.deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
                 }
                 // Broker errors surface here while librdkafka reconnects by itself.
-                Err(err) => events::consumer_error(&metrics.sink, &err),
+                Err(err) => events::consumer_error(&metrics.sink, &err, "fetch"),
             },
             // No message is waiting: whatever an idle writer's lane holds goes now.
             _ = std::future::ready(()), if idle_with_batch => {

@@ -10,7 +10,7 @@ use super::events::{self, Backoff};
 use crate::db::sink as queries;
 use crate::kafka::KafkaSettings;
 use crate::telemetry::metrics::SinkMetrics;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: super::SinkProducer,
     topic: String,
     metrics: SinkMetrics,
 }
@@ -34,7 +34,7 @@ impl Relay {
         topic: &str,
         metrics: SinkMetrics,
     ) -> Result<Self, SinkError> {
-        let producer = super::producer(settings, "5")?;
+        let producer = super::producer(settings, "5", &metrics, "relay")?;
         Ok(Self {
             pool,
             producer,
