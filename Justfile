@@ -103,3 +103,10 @@ bench-e2e rate="10000" duration="60s" broker="tansu":
     cargo build --release --bin etl
     {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e \
         --rate {{rate}} --duration {{duration}} --broker {{broker}}
+
+# Peer benchmark (not a test): etl kafka-to-postgres and Kafka Connect with the Debezium JDBC sink
+# drain the same pre-filled topic of the local Kafka into the same PostgreSQL, timed alike; figures in
+# bench-results/peer.md. configs: the peer's `batch.size:max.poll.records:pool:tasks` to try.
+bench-peer count="1000000" configs="500:500:4:1 3000:3000:4:3 10000:10000:8:3":
+    cargo build --release --bin etl
+    scripts/bench-peer.sh {{count}} "{{configs}}"

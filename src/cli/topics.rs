@@ -1,4 +1,4 @@
-//! `etl topics create | list | tail | lag`
+//! `etl topics create | delete | list | tail | lag`
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,6 +17,8 @@ pub enum Command {
     /// Create topics; without names, the topics etl uses (stream, dead letters, anomalies).
     /// Existing topics are left as they are, so this is safe to repeat.
     Create(CreateArgs),
+    /// Delete topics and every message in them (a topic that does not exist is no error).
+    Delete(DeleteArgs),
     /// List topics with their partitions, leaders and offsets.
     List(ListArgs),
     /// Print messages (key, headers, value): the newest ones, or from the beginning.
@@ -45,6 +47,13 @@ pub struct CreateArgs {
     /// Topic the anomaly relay publishes to
     #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Topics to delete
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +103,12 @@ impl Command {
                         CreateOutcome::AlreadyExisted => "exists",
                     };
                     println!("{topic}: {what}");
+                }
+            }
+            Command::Delete(args) => {
+                for topic in &args.names {
+                    admin::delete_topic(&kafka, topic).await?;
+                    println!("{topic}: deleted");
                 }
             }
             Command::List(args) => {
