@@ -27,6 +27,7 @@ KAFKA_VERSION=$(sed -n 's/^[[:space:]]*image:[[:space:]]*apache\/kafka:\([0-9][0
 CONNECT_LIBS=$LOCAL_DIR/kafka-connect-$KAFKA_VERSION/libs
 RESULTS=${BENCH_PEER_MD:-$ROOT/bench-results/peer.md}
 
+export RUST_LOG=${RUST_LOG:-warn}
 say() { printf 'bench-peer: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
@@ -91,10 +92,11 @@ sql "CREATE TABLE peer_transactions (tx_id uuid PRIMARY KEY, user_id uuid NOT NU
   \"timestamp\" timestamptz NOT NULL, status text, payment_method text, city text, country text,
   source_system text, transaction_type text, processing_time_ms integer)"
 
-declare -a rows_md
+# One table row per drain, in a file: report runs in a command substitution (a subshell).
+rows_md=$work/rows.md
 report() { # name startup drain_seconds settings
   local rate; rate=$(awk -v n="$COUNT" -v s="$3" 'BEGIN { printf "%.0f", n / s }')
-  rows_md+=("| $1 | $4 | $2 | $3 | $rate |")
+  echo "| $1 | $4 | $2 | $3 | $rate |" >>"$rows_md"
   say "$1 ($4): $rate rows/s (drain $3 s, startup $2 s)"
   echo "$rate"
 }
@@ -178,7 +180,7 @@ ratio=$(awk -v a="$etl_rate" -v b="$best_rate" 'BEGIN { printf "%.2f", a / b }')
   echo
   echo "| contender | settings | startup s | drain s | rows/s |"
   echo "|---|---|---:|---:|---:|"
-  printf '%s\n' "${rows_md[@]}"
+  cat "$rows_md"
   echo
   echo "etl / best peer ($best): **$ratio×** (target ≥ 3×)."
   echo
