@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local services for etl: PostgreSQL and a Kafka-protocol broker (DESIGN §7).
+# Local services for etl: PostgreSQL and a Kafka-protocol broker (ARCHITECTURE §7).
 #
 #   scripts/services.sh install   install what is missing (PostgreSQL binaries, a JDK, Maven, Kafka's jars)
 #   scripts/services.sh up        start both (idempotent), create the database, write .local/services.env

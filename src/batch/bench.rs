@@ -20,7 +20,7 @@ use crate::generate::monthly::MonthlyOptions;
 use super::load::copy_in;
 use super::{BatchFile, BatchFileKind, LoadOptions, load_all};
 
-/// What to measure. Defaults: the month of 1M users and 1M transactions.
+/// What to measure. Defaults: a month of 1M users and 1M transactions.
 #[derive(Debug, Clone)]
 pub struct BatchBenchOptions {
     pub month: MonthlyOptions,

@@ -13,7 +13,7 @@ pub enum BatchError {
     },
     #[error(
         "{file} line 1: the header is `{found}` but a {kind} file must start with `{expected}` \
-         (DESIGN §3); fix or remove the file"
+         (ARCHITECTURE §3); fix or remove the file"
     )]
     BadHeader {
         file: String,

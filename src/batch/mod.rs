@@ -1,4 +1,4 @@
-//! CSV landing of the monthly files (DESIGN §3 into §5) with polars.
+//! CSV landing of the monthly files (ARCHITECTURE §3 into §5) with polars.
 
 pub mod bench;
 pub mod copy_text;

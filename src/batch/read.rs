@@ -21,7 +21,7 @@ use super::BatchError;
 use super::copy_text;
 use super::scan::{RawRecord, scan};
 
-/// The two kinds of monthly file (DESIGN §3).
+/// The two kinds of monthly file (ARCHITECTURE §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BatchFileKind {
     Users,

@@ -4,7 +4,7 @@
 //!
 //! Stream rows go straight into `transactions_sink` with COPY, as the sink would have written
 //! them: [`ScoredStream`] draws messages from the stream generator, keeps the valid ones and
-//! scores them with the anomaly rule of DESIGN §4 (Welford per user, in offset order). Tests use
+//! scores them with the anomaly rule of ARCHITECTURE §4 (Welford per user, in offset order). Tests use
 //! the same rows to fill the sink without a broker.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ use crate::models::{BuildOptions, ModelError, NodeKind, RunSummary, TestScope, b
 use super::scratch::ScratchDb;
 use super::{BenchError, load_average};
 
-/// Threshold of the anomaly rule (DESIGN §4).
+/// Threshold of the anomaly rule (ARCHITECTURE §4).
 pub const ANOMALY_Z: f64 = 3.0;
 
 /// One row of `transactions_sink` as the sink writes it.
@@ -228,7 +228,7 @@ pub async fn copy_sink_rows(
     copy.finish().await
 }
 
-/// What to measure. Defaults: the million stream and million batch transactions.
+/// What to measure. Defaults: a million stream and a million batch transactions.
 #[derive(Debug, Clone)]
 pub struct ModelsBenchOptions {
     /// The server to use: a scratch database is created on it and dropped afterwards.

@@ -25,7 +25,7 @@ use crate::kafka::producer::{
     Outgoing, ProduceError, ProduceOptions, ProduceSummary, produce_blocking,
 };
 
-/// Issue 4's targets.
+/// The targets: generated messages/s, and the share of the transport ceiling.
 pub const TARGET_MESSAGES_PER_SECOND: f64 = 200_000.0;
 pub const TARGET_SHARE_OF_CEILING: f64 = 0.8;
 
@@ -90,7 +90,7 @@ impl PhaseResult {
     }
 }
 
-/// How closely `--rate` is held over a timed run (issue 4: ±2 % over 10 s at 10,000/s).
+/// How closely `--rate` is held over a timed run (target: ±2 % over 10 s at 10,000/s).
 #[derive(Debug, Clone, Serialize)]
 pub struct RateAccuracy {
     pub requested_per_second: u32,

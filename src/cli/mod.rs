@@ -35,7 +35,7 @@ pub enum Command {
     GenerateMonthly(generate_monthly::Args),
     /// Validate the monthly CSV files and land them in users_raw / transactions_batch_raw.
     LoadBatch(load_batch::Args),
-    /// Send synthetic transactions to Kafka (DESIGN §4), user ids taken from the monthly user files.
+    /// Send synthetic transactions to Kafka (ARCHITECTURE §4), user ids taken from the monthly user files.
     Produce(produce::Args),
     /// The stream sink: validate, dead-letter, write exactly once into PostgreSQL, score anomalies.
     #[command(name = "kafka-to-postgres", visible_alias = "sink")]

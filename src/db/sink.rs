@@ -1,4 +1,4 @@
-//! The sink's queries: everything one batch writes, in one transaction (DESIGN §5 "Exactly once").
+//! The sink's queries: everything one batch writes, in one transaction (ARCHITECTURE §5 "Exactly once").
 //! Each function takes the open transaction's connection; the order they run in is the sink's
 //! (`kafka::sink::write`): lock the partitions, read their state, COPY the rows, finish. Few
 //! statements on purpose: at a steady 10,000 msg/s a batch is a few hundred rows, and a round

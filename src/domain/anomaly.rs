@@ -1,4 +1,4 @@
-//! The per-user anomaly rule of DESIGN §4: Welford's running count, mean and M2 over a user's
+//! The per-user anomaly rule of ARCHITECTURE §4: Welford's running count, mean and M2 over a user's
 //! stream transactions in offset order, updated with the current amount first; from the second
 //! transaction on, z = (amount − mean) / sample stddev, skipped when the stddev is 0; an anomaly
 //! when |z| > 3. Pure arithmetic: the sink decides which rows count (each tx_id exactly once).

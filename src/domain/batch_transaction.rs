@@ -1,4 +1,4 @@
-//! A row of `transactions_YYYY_MM.csv` (DESIGN §3). Amounts may be negative (refunds).
+//! A row of `transactions_YYYY_MM.csv` (ARCHITECTURE §3). Amounts may be negative (refunds).
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use rust_decimal::Decimal;
@@ -19,7 +19,7 @@ pub const TRANSACTION_COLUMNS: [&str; 7] = [
     "timestamp",
 ];
 
-/// Largest absolute amount, as for stream transactions (DESIGN §4).
+/// Largest absolute amount, as for stream transactions (ARCHITECTURE §4).
 pub const MAX_ABS_AMOUNT: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 const MAX_MERCHANT_CHARS: usize = 255;
 

@@ -1,10 +1,10 @@
-//! The closed vocabularies of DESIGN §3 and §4, in one place: the generators draw from them and
+//! The closed vocabularies of ARCHITECTURE §3 and §4, in one place: the generators draw from them and
 //! the validators check against them, so the two can never disagree.
 
 /// Currencies of `dim_currencies`; any other code is rejected.
 pub const CURRENCIES: [&str; 5] = ["USD", "EUR", "GBP", "CAD", "AUD"];
 
-/// Categories of stream transactions (DESIGN §4).
+/// Categories of stream transactions (ARCHITECTURE §4).
 pub const STREAM_CATEGORIES: [&str; 12] = [
     "online_shopping",
     "food_delivery",
@@ -50,7 +50,7 @@ pub const USER_SOURCE_SYSTEM: &str = "third_party_registration";
 /// `source_system` of stream messages.
 pub const STREAM_SOURCE_SYSTEM: &str = "streaming_kafka";
 
-/// Exact CSV headers of DESIGN §3.
+/// Exact CSV headers of ARCHITECTURE §3.
 pub const USERS_CSV_HEADER: &str = "user_id,first_name,last_name,email,age,income_bracket,customer_tier,risk_profile,city,state,country,registration_date,preferred_categories,is_active,source_system";
 pub const TRANSACTIONS_CSV_HEADER: &str =
     "tx_id,user_id,amount,currency,merchant,category,timestamp";

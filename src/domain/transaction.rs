@@ -1,4 +1,4 @@
-//! The stream message of DESIGN §4 and its validator.
+//! The stream message of ARCHITECTURE §4 and its validator.
 //!
 //! [`validate`] is the single definition of "valid" for the producer's self-checks, the sink and
 //! the HTTP ingest endpoint. It runs once per message on the hot path, so it parses with
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::catalog;
 
-/// Largest accepted absolute amount (DESIGN §4).
+/// Largest accepted absolute amount (ARCHITECTURE §4).
 pub const MAX_ABS_AMOUNT: i64 = 1_000_000;
 /// Most decimal places an amount may have.
 pub const MAX_AMOUNT_DECIMALS: u32 = 2;
@@ -198,7 +198,7 @@ impl fmt::Display for RejectionKind {
     }
 }
 
-/// Checks one message value against DESIGN §4. Unknown extra fields are ignored; a user_id that
+/// Checks one message value against ARCHITECTURE §4. Unknown extra fields are ignored; a user_id that
 /// no user file knows is valid (a late-arriving dimension member).
 pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {

@@ -1,4 +1,4 @@
-//! A row of `user_registrations_YYYY_MM.csv` (DESIGN §3) and the rules that make rows coherent:
+//! A row of `user_registrations_YYYY_MM.csv` (ARCHITECTURE §3) and the rules that make rows coherent:
 //! income follows age, tier follows income. The generator draws within these rules and the tests
 //! check every generated row against the same functions.
 
@@ -29,7 +29,7 @@ pub const USER_COLUMNS: [&str; 15] = [
     "source_system",
 ];
 
-/// Ages the generator draws (DESIGN §3); the loader accepts what `users_raw` accepts.
+/// Ages the generator draws (ARCHITECTURE §3); the loader accepts what `users_raw` accepts.
 pub const GENERATED_AGES: std::ops::RangeInclusive<u8> = 18..=75;
 pub const ACCEPTED_AGES: std::ops::RangeInclusive<i64> = 18..=120;
 

@@ -1,4 +1,4 @@
-//! One month of users and batch transactions (DESIGN §3), as pure seeded iterators.
+//! One month of users and batch transactions (ARCHITECTURE §3), as pure seeded iterators.
 //!
 //! Every random choice, UUIDs included, comes from ChaCha streams seeded by (seed, month, purpose),
 //! so the same options give the same rows, other months give other users, and changing the number

@@ -1,11 +1,11 @@
-//! Seeded stream traffic (DESIGN §4): an endless iterator of keyed JSON messages.
+//! Seeded stream traffic (ARCHITECTURE §4): an endless iterator of keyed JSON messages.
 //!
 //! Everything but the wall-clock timestamp follows from the seed: the same seed, users and
 //! options give the same keys, fields and injected bad messages, message for message. The event
 //! time draws from a random stream of its own, so switching between `--start-time` and
 //! `--backfill-days` changes timestamps only.
 //!
-//! The shape aims at the anomaly rule of DESIGN §4, which cannot flag anything before a user's
+//! The shape aims at the anomaly rule of ARCHITECTURE §4, which cannot flag anything before a user's
 //! 11th transaction: users are picked Zipf-like, so a head of heavy users gets hundreds of
 //! transactions, and about one valid transaction in 70 is an outlier far above that user's usual
 //! spend.
@@ -393,7 +393,7 @@ impl Iterator for StreamGenerator {
     }
 }
 
-/// The message value: valid JSON per DESIGN §4, or that message with one `defect`.
+/// The message value: valid JSON per ARCHITECTURE §4, or that message with one `defect`.
 fn render(d: &Draft<'_>, defect: Option<InjectedKind>) -> Vec<u8> {
     use InjectedKind as K;
     if defect == Some(K::EmptyObject) {
@@ -673,7 +673,7 @@ mod tests {
             (20, 12, 5)
         );
 
-        // Replay DESIGN §4's rule: heavy users exist and some of their transactions stand out.
+        // Replay ARCHITECTURE §4's rule: heavy users exist and some of their transactions stand out.
         let mut per_user: HashMap<Uuid, (f64, f64, f64)> = HashMap::new();
         let mut flagged = 0;
         for t in &messages {

@@ -1,5 +1,5 @@
 //! The user ids stream traffic may refer to: the `user_id` column of every monthly user file
-//! (DESIGN §3). This is the generators' only I/O, kept apart from the pure iterators.
+//! (ARCHITECTURE §3). This is the generators' only I/O, kept apart from the pure iterators.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub enum UserIdsError {
         #[source]
         source: csv::Error,
     },
-    #[error("{file} has no `user_id` column; is it a DESIGN §3 user file?")]
+    #[error("{file} has no `user_id` column; is it a ARCHITECTURE §3 user file?")]
     NoUserIdColumn { file: PathBuf },
     #[error(
         "{files} user file(s) in {dir} hold no valid user_id; regenerate them with `etl generate-monthly`"

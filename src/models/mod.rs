@@ -1,4 +1,4 @@
-//! SQL models, dbt style (DESIGN §6): Jinja templates in `models/`, a DAG from `ref`/`source`,
+//! SQL models, dbt style (ARCHITECTURE §6): Jinja templates in `models/`, a DAG from `ref`/`source`,
 //! four materializations, data tests, CSV seeds, selection, history and a scheduler.
 //!
 //! [`plan`] reads and orders a models folder without a database; [`build`] runs the plan:
@@ -37,7 +37,7 @@ pub use schedule::{LockedBuild, Schedule, build_locked, run_scheduled};
 /// The default models folder and target folder, relative to the working directory.
 pub const DEFAULT_MODELS_DIR: &str = "models";
 pub const DEFAULT_TARGET_DIR: &str = "target";
-/// Where models and seeds build (DESIGN §5).
+/// Where models and seeds build (ARCHITECTURE §5).
 pub const DEFAULT_SCHEMA: &str = "analytics";
 /// See [`BuildOptions::test_lookback`]; the models' `incremental_lookback` defaults to the same.
 pub const DEFAULT_TEST_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(5 * 60);

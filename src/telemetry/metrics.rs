@@ -1,4 +1,4 @@
-//! Every Prometheus metric, declared once with its unit and help text (STYLE habit 7).
+//! Every Prometheus metric, declared once with its unit and help text.
 //!
 //! One [`Metrics`] per process: the sink and the relay count into it, `/metrics` renders it.
 

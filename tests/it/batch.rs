@@ -1,4 +1,4 @@
-//! The batch path: `generate-monthly` files and `load-batch` landing them (issue 3).
+//! The batch path: `generate-monthly` files and `load-batch` landing them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;

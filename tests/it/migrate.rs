@@ -2,7 +2,7 @@
 
 use crate::helpers::{TestDb, run_etl};
 
-/// Every table DESIGN §5 names, by schema.
+/// Every table ARCHITECTURE §5 names, by schema.
 const TABLES: &[(&str, &str)] = &[
     ("public", "transactions_sink"),
     ("public", "transactions_rejected"),

@@ -1,4 +1,4 @@
-//! The SQL models of issue 6 (`models/`) on generated data: dim_users versions, point-in-time
+//! The SQL models (`models/`) on generated data: dim_users versions, point-in-time
 //! user keys, incremental runs against full refreshes, late-arriving users, the marts against
 //! computations done here in Rust from the landing tables, and the schema tests.
 

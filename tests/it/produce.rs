@@ -191,7 +191,7 @@ async fn messages_arrive_keyed_with_headers_valid_or_failing_as_injected() {
                     .unwrap_or_else(|r| panic!("{r}: {}", String::from_utf8_lossy(&m.payload)));
                 assert_eq!(tx.user_id.to_string(), key, "key = user_id");
                 assert!(tx_ids.insert(tx.tx_id), "tx_id {} sent twice", tx.tx_id);
-                // The raw JSON carries every DESIGN §4 field.
+                // The raw JSON carries every ARCHITECTURE §4 field.
                 let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                 assert_eq!(json.as_object().unwrap().len(), 14, "{json}");
                 assert_eq!(json["source_system"], "streaming_kafka");

@@ -1,6 +1,6 @@
 //! The sink's group consumer. On assignment it starts each partition at the next offset stored
 //! with the data in `etl.sink_offsets` (the earliest when none is stored), never at Kafka's own
-//! committed offset, which is only a lag signal (DESIGN §5). The reader hears of every
+//! committed offset, which is only a lag signal (ARCHITECTURE §5). The reader hears of every
 //! assignment and revocation so that it can drop what it holds for partitions it lost.
 
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! Dead letters: the original bytes of a message we cannot write, to `transactions_error`, with
-//! headers saying why and where it came from (DESIGN §4). Sent and acknowledged before the batch's
+//! headers saying why and where it came from (ARCHITECTURE §4). Sent and acknowledged before the batch's
 //! database transaction commits, so a crash or a retried batch may send a letter twice but never
 //! loses one (at-least-once; `source.partition` and `source.offset` tell copies apart).
 

@@ -1,6 +1,6 @@
 //! One batch, one database transaction: rows, per-user statistics, anomalies for the outbox,
 //! rejects and the next offset of every partition commit together, after the dead letters are
-//! acknowledged. That is what makes the sink exactly-once into PostgreSQL (DESIGN §5).
+//! acknowledged. That is what makes the sink exactly-once into PostgreSQL (ARCHITECTURE §5).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
