@@ -51,7 +51,7 @@ impl Default for StreamBenchOptions {
             broker: BrokerChoice::Existing(crate::kafka::config::DEFAULT_BROKERS.into()),
             overrides: Vec::new(),
             sink: SinkOptions::default(),
-            db_connections: 4,
+            db_connections: crate::kafka::sink::DEFAULT_DB_CONNECTIONS,
         }
     }
 }

@@ -179,7 +179,7 @@ pub struct StreamBenchArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// The sink's batch wait (as --batch-wait of kafka-to-postgres), e.g. 20ms
-    #[arg(long, env = "SINK_BATCH_WAIT", default_value = "20ms",
+    #[arg(long, env = "SINK_BATCH_WAIT", default_value = crate::kafka::sink::DEFAULT_BATCH_WAIT_TEXT,
           value_parser = super::produce::parse_duration)]
     pub batch_wait: std::time::Duration,
     /// The sink's writers (as --writers of kafka-to-postgres)
@@ -188,7 +188,8 @@ pub struct StreamBenchArgs {
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub writers: u64,
     /// Database connections of the sink
-    #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
+    #[arg(long, env = "SINK_DB_CONNECTIONS",
+          default_value_t = crate::kafka::sink::DEFAULT_DB_CONNECTIONS)]
     pub db_connections: u32,
     /// The broker: HOST:PORT of a running one (default: KAFKA_BROKERS, the local Apache Kafka
     /// of `just up`; the benchmark's topics get names of their own and are deleted afterwards),

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, env = "PRODUCE_USERS_DIR", default_value = "data/incoming")]
     pub users_dir: PathBuf,
     /// Topic to send to
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = crate::kafka::config::DEFAULT_TOPIC)]
     pub topic: String,
     /// Messages per second (token bucket); unlimited when not given
     #[arg(long, env = "PRODUCE_RATE", value_parser = clap::value_parser!(u32).range(1..))]

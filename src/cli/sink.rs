@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::cli::produce::parse_duration;
 use crate::db;
+use crate::kafka::config;
 use crate::kafka::sink::{self, SinkOptions};
 use crate::shutdown;
 use crate::telemetry::metrics::Metrics;
@@ -14,23 +15,25 @@ use super::GlobalArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Topic to read transactions from
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = config::DEFAULT_TOPIC)]
     pub topic: String,
     /// Consumer group; every sink process in one group shares the partitions
-    #[arg(long, env = "KAFKA_GROUP", default_value = "etl-sink")]
+    #[arg(long, env = "KAFKA_GROUP", default_value = config::DEFAULT_GROUP)]
     pub group: String,
     /// Dead-letter topic for messages that are not valid transactions
-    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "transactions_error")]
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = config::DEFAULT_DLQ_TOPIC)]
     pub dlq_topic: String,
     /// Topic the anomaly relay publishes to
-    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = "anomalies")]
+    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = config::DEFAULT_ANOMALIES_TOPIC)]
     pub anomalies_topic: String,
     /// Most messages per database transaction (a backed-up topic fills batches to this size)
-    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = sink::DEFAULT_BATCH_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// Longest a batch waits to grow while the database is free, e.g. 20ms. A batch is written
     /// earlier when no further message is waiting, so this bounds latency under steady traffic
-    #[arg(long, env = "SINK_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, env = "SINK_BATCH_WAIT", default_value = sink::DEFAULT_BATCH_WAIT_TEXT,
+          value_parser = parse_duration)]
     pub batch_wait: Duration,
     /// Stop once the topic's end as seen at start is written (trigger-once, e.g. from cron)
     #[arg(long, env = "SINK_UNTIL_CAUGHT_UP")]
@@ -46,11 +49,11 @@ pub struct Args {
     /// Batches written at the same time, each by a writer with a database connection and
     /// partitions of its own (partition p goes to writer p mod N); a partition's batches are
     /// always written in order
-    #[arg(long, env = "SINK_WRITERS", default_value_t = 2,
+    #[arg(long, env = "SINK_WRITERS", default_value_t = sink::DEFAULT_WRITERS as u64,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub writers: u64,
     /// Database connections for the writers, the relay and the checks (at least writers + 1)
-    #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = 4)]
+    #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = sink::DEFAULT_DB_CONNECTIONS)]
     pub db_connections: u32,
 }
 

@@ -35,17 +35,17 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
     /// The transaction stream topic
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = crate::kafka::config::DEFAULT_TOPIC)]
     pub topic: String,
     /// Partitions of the stream topic
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(1..))]
     pub topic_partitions: i32,
     /// Dead-letter topic for invalid messages
-    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "transactions_error")]
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = crate::kafka::config::DEFAULT_DLQ_TOPIC)]
     pub dlq_topic: String,
     /// Topic the anomaly relay publishes to
-    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = "anomalies")]
+    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = crate::kafka::config::DEFAULT_ANOMALIES_TOPIC)]
     pub anomalies_topic: String,
 }
 
@@ -65,7 +65,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
     /// Topic to read
-    #[arg(env = "KAFKA_TOPIC", default_value = "transactions")]
+    #[arg(env = "KAFKA_TOPIC", default_value = crate::kafka::config::DEFAULT_TOPIC)]
     pub topic: String,
     /// Start at the oldest retained message instead of the newest
     #[arg(long)]
@@ -84,7 +84,7 @@ pub struct TailArgs {
 #[derive(Debug, clap::Args)]
 pub struct LagArgs {
     /// Consumer group
-    #[arg(long, env = "KAFKA_GROUP", default_value = "etl-sink")]
+    #[arg(long, env = "KAFKA_GROUP", default_value = crate::kafka::config::DEFAULT_GROUP)]
     pub group: String,
     /// Only this topic (shows its partitions even where the group never committed)
     #[arg(long)]

@@ -6,6 +6,12 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 /// Default broker list: the local broker that `just up` starts.
+/// The topics and group etl uses unless told otherwise (every command's defaults come from here).
+pub const DEFAULT_TOPIC: &str = "transactions";
+pub const DEFAULT_DLQ_TOPIC: &str = "transactions_error";
+pub const DEFAULT_ANOMALIES_TOPIC: &str = "anomalies";
+pub const DEFAULT_GROUP: &str = "etl-sink";
+
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
 /// How long metadata and admin requests may take before we call the broker unreachable.

@@ -45,8 +45,17 @@ use self::dead_letter::DeadLetters;
 use self::relay::Relay;
 use self::write::Writer;
 use crate::db::sink as queries;
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSettings, config};
 use crate::telemetry::metrics::Metrics;
+
+/// The sink's defaults, written once: `SinkOptions::default()` and the CLI's flags use these.
+pub const DEFAULT_BATCH_SIZE: usize = 50_000;
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(20);
+/// [`DEFAULT_BATCH_WAIT`] as the CLI writes it (a unit test checks that they agree).
+pub const DEFAULT_BATCH_WAIT_TEXT: &str = "20ms";
+pub const DEFAULT_WRITERS: usize = 2;
+/// Connections for the default writers, the relay and the readiness checks.
+pub const DEFAULT_DB_CONNECTIONS: u32 = 4;
 
 /// Where and how the sink reads and writes. `Default` is what `etl kafka-to-postgres` uses.
 #[derive(Debug, Clone)]
@@ -78,13 +87,13 @@ pub struct SinkOptions {
 impl Default for SinkOptions {
     fn default() -> Self {
         Self {
-            topic: "transactions".into(),
-            group: "etl-sink".into(),
-            dlq_topic: "transactions_error".into(),
-            anomalies_topic: "anomalies".into(),
-            batch_size: 50_000,
-            batch_wait: Duration::from_millis(20),
-            writers: 2,
+            topic: config::DEFAULT_TOPIC.into(),
+            group: config::DEFAULT_GROUP.into(),
+            dlq_topic: config::DEFAULT_DLQ_TOPIC.into(),
+            anomalies_topic: config::DEFAULT_ANOMALIES_TOPIC.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            writers: DEFAULT_WRITERS,
             until_caught_up: false,
             stop_grace: Duration::from_secs(5),
             metrics_addr: None,
@@ -693,6 +702,15 @@ fn readiness_probes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_writes_the_default_batch_wait_as_the_options_hold_it() {
+        assert_eq!(
+            crate::cli::produce::parse_duration(DEFAULT_BATCH_WAIT_TEXT),
+            Ok(DEFAULT_BATCH_WAIT)
+        );
+        assert!(enough_connections(DEFAULT_WRITERS, DEFAULT_DB_CONNECTIONS).is_ok());
+    }
 
     #[test]
     fn each_writer_needs_a_connection_and_the_relay_one_more() {
