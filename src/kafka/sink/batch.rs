@@ -112,3 +112,34 @@ impl Batch {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(messages: &[(i32, i64)]) -> Batch {
+        Batch {
+            messages: messages
+                .iter()
+                .map(|&(p, o)| Consumed::new("t", p, o, b"{}".to_vec(), None))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn next_offsets_are_one_past_the_highest_offset_of_each_partition_in_any_order() {
+        let next = batch(&[(2, 7), (0, 3), (2, 9), (0, 1), (2, 8)]).next_offsets();
+        assert_eq!(next, BTreeMap::from([(0, 4), (2, 10)]));
+        assert!(Batch::default().next_offsets().is_empty());
+    }
+
+    #[test]
+    fn abandoning_partitions_drops_their_messages_only_and_counts_them() {
+        let mut b = batch(&[(0, 1), (1, 1), (2, 1), (1, 2)]);
+        assert_eq!(b.abandon(&[1, 5]), 2);
+        let left: Vec<(i32, i64)> = b.messages.iter().map(|m| (m.partition, m.offset)).collect();
+        assert_eq!(left, [(0, 1), (2, 1)]);
+        assert_eq!(b.next_offsets(), BTreeMap::from([(0, 2), (2, 2)]));
+        assert_eq!(b.abandon(&[]), 0);
+    }
+}

@@ -103,3 +103,81 @@ pub(crate) fn sql_state(err: &sqlx::Error) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A database error with an SQLSTATE, as PostgreSQL reports one.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code)))
+    }
+
+    #[test]
+    fn lost_connections_restarts_overload_and_conflicts_are_transient() {
+        for code in [
+            "08006", "08P01", "53300", "57P01", "57P03", "40001", "40P01", "55P03",
+        ] {
+            assert!(is_transient_db(&db(code)), "{code}");
+        }
+        assert!(is_transient_db(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient_db(&sqlx::Error::Io(std::io::Error::other(
+            "reset"
+        ))));
+    }
+
+    #[test]
+    fn bugs_and_bad_rows_are_not_transient() {
+        // undefined table, syntax error, check violation, unique violation, bad text
+        for code in ["42P01", "42601", "23514", "23505", "22P02"] {
+            assert!(!is_transient_db(&db(code)), "{code}");
+        }
+        assert!(!is_transient_db(&sqlx::Error::RowNotFound));
+    }
+
+    #[test]
+    fn a_row_rejection_is_a_data_exception_or_a_constraint_but_not_the_primary_key() {
+        for code in ["22P02", "22003", "23514", "23502", "23503"] {
+            assert!(is_row_rejection(&db(code)), "{code}");
+        }
+        // A duplicate tx_id is a replay, handled by the careful path, not a refused row.
+        assert!(!is_row_rejection(&db(UNIQUE_VIOLATION)));
+        assert!(!is_row_rejection(&db("08006")));
+        assert!(!is_row_rejection(&sqlx::Error::PoolTimedOut));
+        assert_eq!(sql_state(&db("23514")).as_deref(), Some("23514"));
+    }
+}
