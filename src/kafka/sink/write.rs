@@ -163,9 +163,10 @@ impl Writer {
         }
     }
 
-    /// One try at the batch's transaction. `letters` holds the validator's rejects once a first
-    /// attempt sent them to the dead-letter topic, so that a second attempt does not send them
-    /// again (its messages can only be fewer: offsets only move forward).
+    /// One try at the batch's transaction: lock and read, sort out, copy (fast or careful),
+    /// finish and commit. `letters` holds the validator's rejects once a first attempt sent them
+    /// to the dead-letter topic, so that a second attempt does not send them again (its messages
+    /// can only be fewer: offsets only move forward).
     async fn attempt(
         &mut self,
         conn: &mut PgConnection,
@@ -175,27 +176,102 @@ impl Writer {
         started: Instant,
     ) -> Result<Written, Attempt> {
         let mut steps = StepTimer::new(Instant::now());
-        // Safe for exactly-once without synchronous_commit: the offsets commit in the same
-        // transaction as the rows, so a database crash that loses the last few commits loses
-        // their offsets with them, and the sink reads those messages again from Kafka. What it
-        // saves is a WAL flush per batch.
+        let mut tx = self.begin(conn).await?;
+        let next_offsets = batch.next_offsets();
+        let state = self.lock_and_read(&mut tx, batch, &next_offsets).await?;
+        steps.mark("lock_and_read");
+
+        let mut sorted = sort_out(batch, &state.next_offsets);
+        // The validator's rejects go to the broker now and are awaited just before the commit.
+        let validator_rejects = sorted.rejects.len();
+        if letters.is_none() {
+            *letters = Some(self.dead_letters.enqueue(&dead_letters(&sorted.rejects))?);
+        }
+
+        let scored = if careful {
+            self.copy_carefully(&mut tx, &mut sorted, &state.stats)
+                .await?
+        } else {
+            copy_fast(&mut tx, &sorted, &state.stats).await?
+        };
+        steps.mark("copy_rows");
+
+        self.finish(&mut tx, &scored, &sorted.rejects, &next_offsets)
+            .await?;
+        steps.mark("stats_outbox_rejects_offsets");
+        // Rows the database refused were found during the COPY: their letters go now.
+        let early = letters.take().expect("enqueued above");
+        let late = self
+            .dead_letters
+            .enqueue(&dead_letters(&sorted.rejects[validator_rejects..]))?;
+        early.acknowledged().await?;
+        late.acknowledged().await?;
+        steps.mark("dead_letters");
+        tx.commit()
+            .await
+            .map_err(SinkError::db("committing the batch"))?;
+        steps.mark("commit");
+
+        let committed = Utc::now();
+        let written = Written {
+            messages: batch.len(),
+            already_written: sorted.already_written,
+            inserted: scored.rows.len(),
+            duplicates: sorted.duplicates,
+            rejected: sorted.rejects.len(),
+            anomalies: scored.outbox.len(),
+            late_arriving: sorted
+                .valid
+                .iter()
+                .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
+                .count(),
+            next_offsets,
+        };
+        self.count(
+            batch,
+            &written,
+            &sorted.rejects,
+            &scored,
+            committed,
+            started,
+        );
+        debug!(steps = %steps, careful, "batch steps (ms)");
+        Ok(written)
+    }
+
+    /// Begins the batch's transaction. Safe for exactly-once without synchronous_commit: the
+    /// offsets commit in the same transaction as the rows, so a database crash that loses the
+    /// last few commits loses their offsets with them, and the sink reads those messages again
+    /// from Kafka. What it saves is a WAL flush per batch.
+    async fn begin<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+    ) -> Result<sqlx::Transaction<'c, Postgres>, SinkError> {
         let begin = if self.synchronous_commit {
             "BEGIN"
         } else {
             "BEGIN; SET LOCAL synchronous_commit = off"
         };
-        let mut tx = conn
-            .begin_with(begin)
+        conn.begin_with(begin)
             .await
-            .map_err(SinkError::db("starting the batch transaction"))?;
-        let next_offsets = batch.next_offsets();
+            .map_err(SinkError::db("starting the batch transaction"))
+    }
+
+    /// Locks the batch's partitions (another process that still holds one after a rebalance
+    /// waits, then sees our offsets), reads their stored offsets and the users' statistics.
+    async fn lock_and_read(
+        &mut self,
+        tx: &mut PgConnection,
+        batch: &Batch,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> Result<queries::BatchState, SinkError> {
         let partitions: Vec<i32> = next_offsets.keys().copied().collect();
-        queries::lock_partitions(&mut tx, &self.group, &self.topic, &partitions)
+        queries::lock_partitions(tx, &self.group, &self.topic, &partitions)
             .await
             .map_err(SinkError::db("locking the batch's partitions"))?;
         let (users, maybe_unknown) = self.users_of(batch);
         let state = queries::batch_state(
-            &mut tx,
+            tx,
             &self.group,
             &self.topic,
             &partitions,
@@ -204,84 +280,31 @@ impl Writer {
         )
         .await
         .map_err(SinkError::db("reading stored offsets and user statistics"))?;
-        self.known_users.extend(state.known_users);
-        steps.mark("lock_and_read");
+        self.known_users.extend(state.known_users.iter().copied());
+        Ok(state)
+    }
 
-        let mut messages: Vec<&Consumed> = batch
-            .messages
-            .iter()
-            .filter(|m| {
-                state
-                    .next_offsets
-                    .get(&m.partition)
-                    .is_none_or(|next| m.offset >= *next)
-            })
-            .collect();
-        messages.sort_by_key(|m| (m.partition, m.offset));
-        let mut written = Written {
-            messages: batch.len(),
-            already_written: batch.len() - messages.len(),
-            next_offsets: next_offsets.clone(),
-            ..Written::default()
-        };
-
-        let mut rejects: Vec<(&Consumed, &str, String)> = Vec::new();
-        let mut valid: Vec<(&Consumed, &Transaction)> = Vec::new();
-        let mut seen = HashSet::new();
-        for m in &messages {
-            match &m.verdict {
-                Ok(tx) if seen.insert(tx.tx_id) => valid.push((m, tx)),
-                Ok(_) => written.duplicates += 1,
-                Err(rejection) => {
-                    rejects.push((m, rejection.kind.as_str(), rejection.message.clone()))
-                }
-            }
-        }
-        // The validator's rejects go to the broker now and are awaited just before the commit.
-        let validator_rejects = rejects.len();
-        if letters.is_none() {
-            *letters = Some(self.dead_letters.enqueue(&dead_letters(&rejects))?);
-        }
-
-        let scored = if careful {
-            self.copy_carefully(
-                &mut tx,
-                &mut valid,
-                &mut rejects,
-                &mut written,
-                &state.stats,
-            )
-            .await?
-        } else {
-            let scored = self.score(&valid, &state.stats);
-            if let Err(err) = copy_in(&mut tx, SINK_COPY, &scored.copy).await {
-                if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) || is_row_rejection(&err) {
-                    debug!(%err, "the batch's COPY failed; trying again carefully");
-                    return Err(Attempt::Careful);
-                }
-                return Err(SinkError::Db {
-                    context: "copying rows",
-                    cause: err,
-                }
-                .into());
-            }
-            scored
-        };
-        steps.mark("copy_rows");
-
+    /// User statistics, anomalies for the outbox, rejects and the next offsets: one statement.
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        scored: &Scored,
+        rejects: &[Reject<'_>],
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), SinkError> {
         let reject_rows: Vec<RejectRow<'_>> = rejects
             .iter()
-            .map(|(m, kind, message)| RejectRow {
-                partition: m.partition,
-                offset: m.offset,
-                kind,
-                message,
-                payload: &m.payload,
+            .map(|r| RejectRow {
+                partition: r.message.partition,
+                offset: r.message.offset,
+                kind: r.kind,
+                message: &r.reason,
+                payload: &r.message.payload,
             })
             .collect();
-        let offsets: Vec<(i32, i64)> = next_offsets.into_iter().collect();
+        let offsets: Vec<(i32, i64)> = next_offsets.iter().map(|(p, o)| (*p, *o)).collect();
         queries::finish_batch(
-            &mut tx,
+            tx,
             &BatchEnd {
                 group: &self.group,
                 topic: &self.topic,
@@ -294,33 +317,7 @@ impl Writer {
         .await
         .map_err(SinkError::db(
             "writing user statistics, anomalies, rejects and offsets",
-        ))?;
-        steps.mark("stats_outbox_rejects_offsets");
-
-        // Rows the database refused were found during the COPY.
-        let early = letters.take().expect("enqueued above");
-        let late = self
-            .dead_letters
-            .enqueue(&dead_letters(&rejects[validator_rejects..]))?;
-        early.acknowledged().await?;
-        late.acknowledged().await?;
-        steps.mark("dead_letters");
-        tx.commit()
-            .await
-            .map_err(SinkError::db("committing the batch"))?;
-        steps.mark("commit");
-
-        let committed = Utc::now();
-        written.inserted = scored.rows.len();
-        written.rejected = rejects.len();
-        written.anomalies = scored.outbox.len();
-        written.late_arriving = valid
-            .iter()
-            .filter(|(_, tx)| !self.known_users.contains(&tx.user_id))
-            .count();
-        self.count(batch, &written, &rejects, &scored, committed, started);
-        debug!(steps = %steps, careful, "batch steps (ms)");
-        Ok(written)
+        ))
     }
 
     /// The users of the batch's valid messages, and those of them not known to be in
@@ -344,16 +341,15 @@ impl Writer {
     /// Copies `valid` under a savepoint, again and again: a conflict means a replay, so the
     /// tx_ids that exist are dropped (as duplicates); a refused row is isolated by bisection and
     /// joins `rejects` as `db_rejected`.
-    async fn copy_carefully<'b>(
+    async fn copy_carefully(
         &self,
         conn: &mut PgConnection,
-        valid: &mut Vec<(&'b Consumed, &'b Transaction)>,
-        rejects: &mut Vec<(&'b Consumed, &'b str, String)>,
-        written: &mut Written,
+        sorted: &mut Sorted<'_>,
         stats_before: &HashMap<Uuid, RunningStats>,
     ) -> Result<Scored, SinkError> {
         loop {
-            let scored = self.score(valid, stats_before);
+            let valid = &mut sorted.valid;
+            let scored = score(valid, stats_before);
             savepoint(conn, "SAVEPOINT batch_rows").await?;
             let Err(err) = copy_in(conn, SINK_COPY, &scored.copy).await else {
                 savepoint(conn, "RELEASE SAVEPOINT batch_rows").await?;
@@ -372,10 +368,10 @@ impl Writer {
                         cause: err,
                     });
                 }
-                written.duplicates += existing.len();
+                sorted.duplicates += existing.len();
                 valid.retain(|(_, tx)| !existing.contains(&tx.tx_id));
             } else if is_row_rejection(&err) {
-                let refused = self.isolate(conn, valid, stats_before).await?;
+                let refused = isolate(conn, valid, stats_before).await?;
                 if refused.is_empty() {
                     return Err(SinkError::Db {
                         context: "copying rows",
@@ -386,7 +382,11 @@ impl Writer {
                 let mut kept = Vec::with_capacity(valid.len());
                 for (i, (m, tx)) in valid.drain(..).enumerate() {
                     match refused.remove(&i) {
-                        Some(message) => rejects.push((m, DB_REJECTED, message)),
+                        Some(reason) => sorted.rejects.push(Reject {
+                            message: m,
+                            kind: DB_REJECTED,
+                            reason,
+                        }),
                         None => kept.push((m, tx)),
                     }
                 }
@@ -400,87 +400,11 @@ impl Writer {
         }
     }
 
-    /// Scores `valid` (in offset order) against the statistics before the batch.
-    fn score(
-        &self,
-        valid: &[(&Consumed, &Transaction)],
-        before: &HashMap<Uuid, RunningStats>,
-    ) -> Scored {
-        let mut stats: HashMap<Uuid, RunningStats> = HashMap::new();
-        let mut scored = Scored {
-            copy: Vec::with_capacity(valid.len() * 300),
-            stats: Vec::new(),
-            outbox: Vec::new(),
-            rows: Vec::with_capacity(valid.len()),
-        };
-        for (m, tx) in valid {
-            let user = stats
-                .entry(tx.user_id)
-                .or_insert_with(|| before.get(&tx.user_id).copied().unwrap_or_default());
-            let score = user.push(tx.amount.to_f64().unwrap_or_default());
-            scored.copy.extend_from_slice(&m.row_source);
-            queries::sink_row_score(&mut scored.copy, &score);
-            if score.is_anomaly {
-                scored.outbox.push((tx.tx_id, anomaly_payload(tx, &score)));
-            }
-            scored.rows.push((tx.tx_id, m.produced_at));
-        }
-        scored.stats = stats.into_iter().collect();
-        scored.stats.sort_unstable_by_key(|(user, _)| *user);
-        scored
-    }
-
-    /// Finds the rows the database refuses by copying halves under savepoints that are always
-    /// rolled back: O(k log n) copies for k bad rows among n. Returns (index in `valid`, reason).
-    async fn isolate(
-        &self,
-        conn: &mut PgConnection,
-        valid: &[(&Consumed, &Transaction)],
-        before: &HashMap<Uuid, RunningStats>,
-    ) -> Result<Vec<(usize, String)>, SinkError> {
-        let mut refused = Vec::new();
-        let mid = valid.len() / 2;
-        let mut pending = vec![(0, mid), (mid, valid.len())];
-        while let Some((lo, hi)) = pending.pop() {
-            if lo >= hi {
-                continue;
-            }
-            let scored = self.score(&valid[lo..hi], before);
-            savepoint(conn, "SAVEPOINT probe").await?;
-            let result = copy_in(conn, SINK_COPY, &scored.copy).await;
-            savepoint(conn, "ROLLBACK TO SAVEPOINT probe").await?;
-            match result {
-                Ok(()) => {}
-                Err(err) if is_row_rejection(&err) => {
-                    if hi - lo == 1 {
-                        let reason = match &err {
-                            sqlx::Error::Database(db) => db.message().to_string(),
-                            other => other.to_string(),
-                        };
-                        warn!(tx_id = %valid[lo].1.tx_id, %reason, "database refused a row");
-                        refused.push((lo, reason));
-                    } else {
-                        let mid = lo + (hi - lo) / 2;
-                        pending.push((lo, mid));
-                        pending.push((mid, hi));
-                    }
-                }
-                Err(err) => {
-                    return Err(SinkError::Db {
-                        context: "isolating refused rows",
-                        cause: err,
-                    });
-                }
-            }
-        }
-        Ok(refused)
-    }
-
     fn count(
         &self,
         batch: &Batch,
         written: &Written,
-        rejects: &[(&Consumed, &str, String)],
+        rejects: &[Reject<'_>],
         scored: &Scored,
         committed: chrono::DateTime<Utc>,
         started: Instant,
@@ -490,8 +414,8 @@ impl Writer {
         m.duplicates.inc_by(written.duplicates as u64);
         m.anomalies.inc_by(written.anomalies as u64);
         m.late_arriving.inc_by(written.late_arriving as u64);
-        for (_, kind, _) in rejects {
-            m.reject(kind);
+        for reject in rejects {
+            m.reject(reject.kind);
         }
         let mut latencies_us = Vec::new();
         for (_, produced_at) in &scored.rows {
@@ -527,6 +451,154 @@ impl Writer {
             "batch committed"
         );
     }
+}
+
+/// A message that does not become a row: the validator's verdict, or the database's.
+struct Reject<'a> {
+    message: &'a Consumed,
+    kind: &'a str,
+    reason: String,
+}
+
+/// A batch sorted out against what is already written.
+struct Sorted<'a> {
+    /// The first message of each tx_id, in (partition, offset) order.
+    valid: Vec<(&'a Consumed, &'a Transaction)>,
+    rejects: Vec<Reject<'a>>,
+    /// Messages at offsets an earlier transaction already wrote (a replay after a crash).
+    already_written: usize,
+    /// Valid messages whose tx_id came earlier in the batch, or (careful path) is in the table.
+    duplicates: usize,
+}
+
+/// Skips the messages below the stored next offsets (written by an earlier transaction, perhaps
+/// of another process), orders the rest by partition and offset, and splits them into valid
+/// messages (first of each tx_id), duplicates and rejects. Pure.
+fn sort_out<'a>(batch: &'a Batch, stored: &HashMap<i32, i64>) -> Sorted<'a> {
+    let mut messages: Vec<&Consumed> = batch
+        .messages
+        .iter()
+        .filter(|m| {
+            stored
+                .get(&m.partition)
+                .is_none_or(|next| m.offset >= *next)
+        })
+        .collect();
+    messages.sort_by_key(|m| (m.partition, m.offset));
+    let mut sorted = Sorted {
+        valid: Vec::with_capacity(messages.len()),
+        rejects: Vec::new(),
+        already_written: batch.len() - messages.len(),
+        duplicates: 0,
+    };
+    let mut seen = HashSet::new();
+    for m in messages {
+        match &m.verdict {
+            Ok(tx) if seen.insert(tx.tx_id) => sorted.valid.push((m, tx)),
+            Ok(_) => sorted.duplicates += 1,
+            Err(rejection) => sorted.rejects.push(Reject {
+                message: m,
+                kind: rejection.kind.as_str(),
+                reason: rejection.message.clone(),
+            }),
+        }
+    }
+    sorted
+}
+
+/// The fast path: every row in one COPY, no savepoint. A conflict (a replay) or a refused row
+/// asks for the careful path in a new transaction.
+async fn copy_fast(
+    conn: &mut PgConnection,
+    sorted: &Sorted<'_>,
+    stats_before: &HashMap<Uuid, RunningStats>,
+) -> Result<Scored, Attempt> {
+    let scored = score(&sorted.valid, stats_before);
+    match copy_in(conn, SINK_COPY, &scored.copy).await {
+        Ok(()) => Ok(scored),
+        Err(err)
+            if sql_state(&err).as_deref() == Some(UNIQUE_VIOLATION) || is_row_rejection(&err) =>
+        {
+            debug!(%err, "the batch's COPY failed; trying again carefully");
+            Err(Attempt::Careful)
+        }
+        Err(err) => Err(SinkError::Db {
+            context: "copying rows",
+            cause: err,
+        }
+        .into()),
+    }
+}
+
+/// Scores `valid` (in offset order) against the statistics before the batch.
+fn score(valid: &[(&Consumed, &Transaction)], before: &HashMap<Uuid, RunningStats>) -> Scored {
+    let mut stats: HashMap<Uuid, RunningStats> = HashMap::new();
+    let mut scored = Scored {
+        copy: Vec::with_capacity(valid.len() * 300),
+        stats: Vec::new(),
+        outbox: Vec::new(),
+        rows: Vec::with_capacity(valid.len()),
+    };
+    for (m, tx) in valid {
+        let user = stats
+            .entry(tx.user_id)
+            .or_insert_with(|| before.get(&tx.user_id).copied().unwrap_or_default());
+        let score = user.push(tx.amount.to_f64().unwrap_or_default());
+        scored.copy.extend_from_slice(&m.row_source);
+        queries::sink_row_score(&mut scored.copy, &score);
+        if score.is_anomaly {
+            scored.outbox.push((tx.tx_id, anomaly_payload(tx, &score)));
+        }
+        scored.rows.push((tx.tx_id, m.produced_at));
+    }
+    scored.stats = stats.into_iter().collect();
+    scored.stats.sort_unstable_by_key(|(user, _)| *user);
+    scored
+}
+
+/// Finds the rows the database refuses by copying halves under savepoints that are always
+/// rolled back: O(k log n) copies for k bad rows among n. Returns (index in `valid`, reason).
+async fn isolate(
+    conn: &mut PgConnection,
+    valid: &[(&Consumed, &Transaction)],
+    before: &HashMap<Uuid, RunningStats>,
+) -> Result<Vec<(usize, String)>, SinkError> {
+    let mut refused = Vec::new();
+    let mid = valid.len() / 2;
+    let mut pending = vec![(0, mid), (mid, valid.len())];
+    while let Some((lo, hi)) = pending.pop() {
+        if lo >= hi {
+            continue;
+        }
+        let scored = score(&valid[lo..hi], before);
+        savepoint(conn, "SAVEPOINT probe").await?;
+        let result = copy_in(conn, SINK_COPY, &scored.copy).await;
+        savepoint(conn, "ROLLBACK TO SAVEPOINT probe").await?;
+        match result {
+            Ok(()) => {}
+            Err(err) if is_row_rejection(&err) => {
+                if hi - lo == 1 {
+                    let reason = match &err {
+                        sqlx::Error::Database(db) => db.message().to_string(),
+                        other => other.to_string(),
+                    };
+                    warn!(tx_id = %valid[lo].1.tx_id, %reason, "database refused a row");
+                    refused.push((lo, reason));
+                } else {
+                    let mid = lo + (hi - lo) / 2;
+                    pending.push((lo, mid));
+                    pending.push((mid, hi));
+                }
+            }
+            Err(err) => {
+                return Err(SinkError::Db {
+                    context: "isolating refused rows",
+                    cause: err,
+                });
+            }
+        }
+    }
+    Ok(refused)
 }
 
 async fn savepoint(conn: &mut PgConnection, statement: &'static str) -> Result<(), SinkError> {
@@ -594,16 +666,144 @@ impl std::fmt::Display for StepTimer {
 }
 
 /// A dead letter for each reject.
-fn dead_letters<'a>(rejects: &'a [(&'a Consumed, &'a str, String)]) -> Vec<DeadLetter<'a>> {
+fn dead_letters<'a>(rejects: &'a [Reject<'a>]) -> Vec<DeadLetter<'a>> {
     rejects
         .iter()
-        .map(|(m, kind, message)| DeadLetter {
-            partition: m.partition,
-            offset: m.offset,
-            key: m.key.as_deref(),
-            payload: &m.payload,
-            kind,
-            message,
+        .map(|r| DeadLetter {
+            partition: r.message.partition,
+            offset: r.message.offset,
+            key: r.message.key.as_deref(),
+            payload: &r.message.payload,
+            kind: r.kind,
+            message: &r.reason,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
+
+    fn messages(count: usize, invalid_ratio: f64) -> Vec<StreamMessage> {
+        let users = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        StreamGenerator::new(
+            &users,
+            StreamOptions {
+                seed: 3,
+                invalid_ratio,
+                ..StreamOptions::default()
+            },
+        )
+        .take(count)
+        .collect()
+    }
+
+    fn consumed(partition: i32, offset: i64, m: &StreamMessage) -> Consumed {
+        Consumed::new("t", partition, offset, m.payload.clone(), None)
+    }
+
+    #[test]
+    fn sorting_out_skips_what_is_written_orders_by_offset_and_splits_the_rest() {
+        let generated = messages(40, 0.25);
+        let mut batch = Batch::default();
+        // Partition 1 first and backwards, partition 0 after: order must not matter.
+        for (i, m) in generated.iter().enumerate().rev() {
+            batch.push(consumed((i % 2) as i32, i as i64, m));
+        }
+        // The same valid message again at a later offset: a duplicate within the batch.
+        let first_valid = generated.iter().position(|m| m.injected.is_none()).unwrap();
+        batch.push(consumed(0, 100, &generated[first_valid]));
+        // Offsets below 10 of partition 0 are already written.
+        let stored = HashMap::from([(0, 10)]);
+        let sorted = sort_out(&batch, &stored);
+
+        let skipped = (0..10).filter(|i| i % 2 == 0).count();
+        assert_eq!(sorted.already_written, skipped);
+        let kept: Vec<usize> = (0..40).filter(|i| i % 2 == 1 || *i >= 10).collect();
+        let injected = kept
+            .iter()
+            .filter(|&&i| generated[i].injected.is_some())
+            .count();
+        assert_eq!(sorted.rejects.len(), injected);
+        for r in &sorted.rejects {
+            let i = r.message.offset as usize;
+            assert_eq!(Some(r.kind), generated[i].injected.map(|k| k.as_str()));
+        }
+        let duplicate = usize::from(first_valid % 2 == 1 || first_valid >= 10);
+        assert_eq!(sorted.duplicates, duplicate);
+        assert_eq!(sorted.valid.len(), kept.len() - injected + 1 - duplicate);
+        let order: Vec<(i32, i64)> = sorted
+            .valid
+            .iter()
+            .map(|(m, _)| (m.partition, m.offset))
+            .collect();
+        let mut ascending = order.clone();
+        ascending.sort_unstable();
+        assert_eq!(
+            order, ascending,
+            "valid messages in (partition, offset) order"
+        );
+    }
+
+    #[test]
+    fn scoring_continues_each_users_statistics_from_before_the_batch() {
+        let generated = messages(30, 0.0);
+        let batch = Batch {
+            messages: generated
+                .iter()
+                .enumerate()
+                .map(|(i, m)| consumed(0, i as i64, m))
+                .collect(),
+        };
+        let sorted = sort_out(&batch, &HashMap::new());
+        let first_user = sorted.valid[0].1.user_id;
+        let mut before = HashMap::new();
+        let mut prior = RunningStats::default();
+        for amount in [10.0, 12.0, 11.0] {
+            prior.push(amount);
+        }
+        before.insert(first_user, prior);
+        let scored = score(&sorted.valid, &before);
+
+        // The oracle: the same Welford pushes, started from `before`.
+        let mut expected: HashMap<Uuid, RunningStats> = before.clone();
+        let mut anomalies = 0;
+        for (_, tx) in &sorted.valid {
+            let s = expected
+                .entry(tx.user_id)
+                .or_default()
+                .push(tx.amount.to_f64().unwrap());
+            anomalies += usize::from(s.is_anomaly);
+        }
+        assert_eq!(scored.rows.len(), sorted.valid.len());
+        assert_eq!(scored.outbox.len(), anomalies);
+        let users: Vec<Uuid> = scored.stats.iter().map(|(u, _)| *u).collect();
+        let mut sorted_users = users.clone();
+        sorted_users.sort_unstable();
+        assert_eq!(users, sorted_users, "statistics in user order (lock order)");
+        for (user, stats) in &scored.stats {
+            assert_eq!(stats.count, expected[user].count);
+            assert!((stats.mean - expected[user].mean).abs() < 1e-9);
+        }
+        assert_eq!(
+            scored
+                .stats
+                .iter()
+                .find(|(u, _)| *u == first_user)
+                .unwrap()
+                .1
+                .count,
+            3 + sorted
+                .valid
+                .iter()
+                .filter(|(_, tx)| tx.user_id == first_user)
+                .count() as i64
+        );
+        // One COPY line per row.
+        assert_eq!(
+            scored.copy.iter().filter(|b| **b == b'\n').count(),
+            scored.rows.len()
+        );
+    }
 }
