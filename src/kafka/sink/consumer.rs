@@ -37,7 +37,7 @@ pub struct SinkContext {
     group: String,
     topic: String,
     events: UnboundedSender<Assignment>,
-    stopping: Arc<AtomicBool>,
+    shutting_down: Arc<AtomicBool>,
     metrics: SinkMetrics,
 }
 
@@ -117,7 +117,7 @@ impl ConsumerContext for SinkContext {
 impl SinkContext {
     /// The stored offsets, read on a thread of its own: librdkafka calls us synchronously from
     /// inside the consumer's poll, possibly on an async worker, where we must not wait on the
-    /// runtime. Retries until the database answers or the sink is stopping (`None`).
+    /// runtime. Retries until the database answers or the sink is shutting down (`None`).
     fn stored_offsets(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
         std::thread::scope(|scope| {
             scope
@@ -147,7 +147,7 @@ impl SinkContext {
             };
             match attempt.await {
                 Ok(stored) => return Some(stored),
-                Err(err) if !self.stopping.load(Ordering::Relaxed) => {
+                Err(err) if !self.shutting_down.load(Ordering::Relaxed) => {
                     let backoff = backoff.next_wait();
                     warn!(%err, ?backoff, "cannot read stored offsets for the new assignment, retrying");
                     tokio::time::sleep(backoff).await;
@@ -170,7 +170,7 @@ pub fn create(
     group: &str,
     topic: &str,
     events: UnboundedSender<Assignment>,
-    stopping: Arc<AtomicBool>,
+    shutting_down: Arc<AtomicBool>,
     metrics: SinkMetrics,
 ) -> Result<SinkConsumer, SinkError> {
     let mut config = settings.consumer_config(group);
@@ -183,7 +183,7 @@ pub fn create(
         group: group.to_string(),
         topic: topic.to_string(),
         events,
-        stopping,
+        shutting_down,
         metrics,
     };
     config

@@ -131,16 +131,20 @@ pub async fn run(
     let started = Instant::now();
     let writers = options.writers.max(1);
     enough_connections(writers, pool.options().get_max_connections())?;
-    let stop = cancel.child_token();
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    // Who signals whom: `cancel` is the caller's (SIGINT/SIGTERM); `stop_reading` ends the reader,
+    // cancelled by the caller, the caught-up watch or a failed relay; the writers then write
+    // what they were handed and end. `shutting_down` tells the consumer's rebalance callback to
+    // stop retrying database reads.
+    let stop_reading = cancel.child_token();
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let (assignments_tx, mut assignments) = mpsc::unbounded_channel();
     let consumer = Arc::new(consumer::create(
         settings,
         database_url,
         &options.group,
         &options.topic,
-        events_tx,
-        stopping.clone(),
+        assignments_tx,
+        shutting_down.clone(),
         metrics.sink.clone(),
     )?);
     let watermarks = high_watermarks(
@@ -152,58 +156,26 @@ pub async fn run(
     .await?;
 
     let mut summary = SinkSummary::default();
-    let serve_stop = CancellationToken::new();
-    let mut server = None;
-    if let Some(addr) = options.metrics_addr {
-        let router = crate::http::ops::router(
-            metrics.clone(),
-            readiness_probes(pool.clone(), consumer.clone(), &options.topic),
-        );
-        let (bound, handle) = crate::http::ops::serve(addr, router, serve_stop.clone())
-            .await
-            .map_err(|err| SinkError::Metrics { addr, cause: err })?;
-        info!(%bound, "serving /metrics, /healthz and /readyz");
-        let _ = metrics.served_at.set(bound);
-        summary.metrics_addr = Some(bound);
-        server = Some(handle);
-    }
-
-    let caught_up_watch = options.until_caught_up.then(|| {
-        tokio::spawn(watch_caught_up(
-            pool.clone(),
-            options.group.clone(),
-            options.topic.clone(),
-            watermarks.clone(),
-            stop.clone(),
-        ))
-    });
-
-    let nudge = Arc::new(Notify::new());
-    let relay_stop = CancellationToken::new();
-    let relay = Relay::new(
+    let anomalies_committed = Arc::new(Notify::new());
+    let background = Background::start(
         settings,
-        pool.clone(),
-        &options.anomalies_topic,
-        metrics.sink.clone(),
-    )?;
-    let relay_task = {
-        let (nudge, relay_stop, stop) = (nudge.clone(), relay_stop.clone(), stop.clone());
-        tokio::spawn(async move {
-            let published = relay.run(&nudge, relay_stop).await;
-            if published.is_err() {
-                // Anomalies could no longer be published: stop rather than pile them up.
-                stop.cancel();
-            }
-            published
-        })
-    };
+        &pool,
+        &consumer,
+        options,
+        &metrics,
+        watermarks,
+        &anomalies_committed,
+        &stop_reading,
+    )
+    .await?;
+    summary.metrics_addr = metrics.served_at.get().copied();
 
     let dead_letters =
         DeadLetters::new(settings, &options.dlq_topic, &options.topic, &metrics.sink)?;
-    let writers_woke = Arc::new(Notify::new());
+    let writer_waits = Arc::new(Notify::new());
     let writer_gone = CancellationToken::new();
-    let mut lanes = Vec::new();
-    let mut writer_tasks = Vec::new();
+    let mut lanes = Vec::with_capacity(writers);
+    let mut writer_tasks = Vec::with_capacity(writers);
     for _ in 0..writers {
         let writer = Writer::new(
             pool.clone(),
@@ -213,7 +185,7 @@ pub async fn run(
             metrics.sink.clone(),
         )
         .with_synchronous_commit(options.synchronous_commit);
-        let (lane, inbox) = Lane::new(writers_woke.clone());
+        let (lane, inbox) = Lane::new(writer_waits.clone());
         lanes.push(lane);
         let gone = writer_gone.clone();
         let task = write_batches(
@@ -222,7 +194,7 @@ pub async fn run(
             consumer.clone(),
             options.clone(),
             metrics.clone(),
-            nudge.clone(),
+            anomalies_committed.clone(),
             cancel.clone(),
         );
         writer_tasks.push(tokio::spawn(async move {
@@ -242,38 +214,22 @@ pub async fn run(
 
     let consumed = read_batches(
         &consumer,
-        &mut events,
+        &mut assignments,
         lanes,
         Wakeups {
-            writers: &writers_woke,
+            writer_waits: &writer_waits,
             writer_gone: &writer_gone,
         },
         options,
         &metrics,
-        &stop,
+        &stop_reading,
     )
     .await;
-    stopping.store(true, Ordering::Relaxed);
-    let mut written: Result<Written, SinkError> = Ok(Written::default());
-    for task in writer_tasks {
-        let lane_written = task.await.expect("the writer task does not panic");
-        written = match (written, lane_written) {
-            (Ok(mut total), Ok(lane)) => {
-                total.add_counts(&lane);
-                Ok(total)
-            }
-            (Err(err), _) | (Ok(_), Err(err)) => Err(err),
-        };
-    }
-    if let Some(watch) = caught_up_watch {
-        watch.abort();
-    }
-    relay_stop.cancel();
-    let published = relay_task.await.expect("the relay task does not panic");
-    serve_stop.cancel();
-    if let Some(server) = server {
-        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    }
+    // The order of the shutdown: writers finish their batches, then the background tasks end
+    // (the relay publishes what the last batches committed), then the group is left.
+    shutting_down.store(true, Ordering::Relaxed);
+    let written = join_writers(writer_tasks).await;
+    let published = background.shutdown().await;
     // Leave the group now rather than at drop, so the partitions move on without a session timeout.
     consumer.unsubscribe();
     close(consumer).await;
@@ -288,6 +244,114 @@ pub async fn run(
     summary.batches = written.messages as u64;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// What runs beside the reader and the writers: `/metrics` (when asked for), the caught-up
+/// watch (with `until_caught_up`) and the anomaly relay.
+struct Background {
+    server: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    caught_up_watch: Option<tokio::task::JoinHandle<()>>,
+    relay: tokio::task::JoinHandle<Result<u64, SinkError>>,
+    relay_stop: CancellationToken,
+}
+
+impl Background {
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        settings: &KafkaSettings,
+        pool: &PgPool,
+        consumer: &Arc<SinkConsumer>,
+        options: &SinkOptions,
+        metrics: &Metrics,
+        watermarks: BTreeMap<i32, (i64, i64)>,
+        anomalies_committed: &Arc<Notify>,
+        stop_reading: &CancellationToken,
+    ) -> Result<Self, SinkError> {
+        let mut server = None;
+        if let Some(addr) = options.metrics_addr {
+            let router = crate::http::ops::router(
+                metrics.clone(),
+                readiness_probes(pool.clone(), consumer.clone(), &options.topic),
+            );
+            let serve_stop = CancellationToken::new();
+            let (bound, handle) = crate::http::ops::serve(addr, router, serve_stop.clone())
+                .await
+                .map_err(|err| SinkError::Metrics { addr, cause: err })?;
+            info!(%bound, "serving /metrics, /healthz and /readyz");
+            let _ = metrics.served_at.set(bound);
+            server = Some((handle, serve_stop));
+        }
+        let caught_up_watch = options.until_caught_up.then(|| {
+            tokio::spawn(watch_caught_up(
+                pool.clone(),
+                options.group.clone(),
+                options.topic.clone(),
+                watermarks,
+                stop_reading.clone(),
+            ))
+        });
+        let relay = Relay::new(
+            settings,
+            pool.clone(),
+            &options.anomalies_topic,
+            metrics.sink.clone(),
+        )?;
+        let relay_stop = CancellationToken::new();
+        let relay = {
+            let (committed, relay_stop, stop_reading) = (
+                anomalies_committed.clone(),
+                relay_stop.clone(),
+                stop_reading.clone(),
+            );
+            tokio::spawn(async move {
+                let published = relay.run(&committed, relay_stop).await;
+                if published.is_err() {
+                    // Anomalies could no longer be published: stop rather than pile them up.
+                    stop_reading.cancel();
+                }
+                published
+            })
+        };
+        Ok(Self {
+            server,
+            caught_up_watch,
+            relay,
+            relay_stop,
+        })
+    }
+
+    /// Ends them in order: the watch, the relay (after a last round over the outbox), the
+    /// server. Returns what the relay published.
+    async fn shutdown(self) -> Result<u64, SinkError> {
+        if let Some(watch) = self.caught_up_watch {
+            watch.abort();
+        }
+        self.relay_stop.cancel();
+        let published = self.relay.await.expect("the relay task does not panic");
+        if let Some((server, serve_stop)) = self.server {
+            serve_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+        published
+    }
+}
+
+/// Waits for every writer; their counts added up, or the first error.
+async fn join_writers(
+    tasks: Vec<tokio::task::JoinHandle<Result<Written, SinkError>>>,
+) -> Result<Written, SinkError> {
+    let mut written: Result<Written, SinkError> = Ok(Written::default());
+    for task in tasks {
+        let lane_written = task.await.expect("the writer task does not panic");
+        written = match (written, lane_written) {
+            (Ok(mut total), Ok(lane)) => {
+                total.add_counts(&lane);
+                Ok(total)
+            }
+            (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+        };
+    }
+    written
 }
 
 /// Each writer keeps a connection of its own, and the relay needs one besides.
@@ -403,9 +467,9 @@ impl Lane {
     }
 }
 
-/// What wakes the reader besides messages: a writer that became free or one that ended.
+/// What wakes the reader besides messages: a writer that waits for a batch, or one that ended.
 struct Wakeups<'a> {
-    writers: &'a Notify,
+    writer_waits: &'a Notify,
     writer_gone: &'a CancellationToken,
 }
 
@@ -413,12 +477,12 @@ struct Wakeups<'a> {
 /// many it consumed.
 async fn read_batches(
     consumer: &SinkConsumer,
-    events: &mut mpsc::UnboundedReceiver<Assignment>,
+    assignments: &mut mpsc::UnboundedReceiver<Assignment>,
     mut lanes: Vec<Lane>,
     wakeups: Wakeups<'_>,
     options: &SinkOptions,
     metrics: &Metrics,
-    stop: &CancellationToken,
+    stop_reading: &CancellationToken,
 ) -> u64 {
     let mut consumed = 0u64;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -438,10 +502,10 @@ async fn read_batches(
         let idle_with_batch = lanes.iter().any(|l| !l.batch.is_empty() && l.writer_idle());
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            _ = stop_reading.cancelled() => break,
             // A writer stopped on an error: its batches would never be written.
             _ = wakeups.writer_gone.cancelled() => break,
-            Some(event) = events.recv() => {
+            Some(event) = assignments.recv() => {
                 if let Assignment::Revoked(partitions) = event {
                     let dropped: usize = lanes.iter_mut().map(|l| l.batch.abandon(&partitions)).sum();
                     if dropped > 0 {
@@ -478,7 +542,7 @@ async fn read_batches(
                     }
                 }
             }
-            _ = wakeups.writers.notified(), if waiting => {}
+            _ = wakeups.writer_waits.notified(), if waiting => {}
         }
     }
     for lane in lanes.iter_mut() {
@@ -521,7 +585,7 @@ async fn write_batches(
     consumer: Arc<SinkConsumer>,
     options: SinkOptions,
     metrics: Metrics,
-    nudge: Arc<Notify>,
+    anomalies_committed: Arc<Notify>,
     cancel: CancellationToken,
 ) -> Result<Written, SinkError> {
     let mut total = Written::default();
@@ -530,7 +594,7 @@ async fn write_batches(
         let written = write_retrying(&mut writer, &batch, &options, &metrics, &cancel).await?;
         batch_count += 1;
         if written.anomalies > 0 {
-            nudge.notify_one();
+            anomalies_committed.notify_one();
         }
         commit_to_kafka(&consumer, &options.topic, &written.next_offsets, &metrics);
         total.add_counts(&written);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Rows published per database transaction.
 const CLAIM: i64 = 500;
-/// How often the outbox is looked at without a nudge (rows left by a crashed process).
+/// How often the outbox is looked at without a signal (rows left by a crashed process).
 const POLL: Duration = Duration::from_secs(1);
 
 pub struct Relay {
@@ -46,14 +46,18 @@ impl Relay {
     /// Publishes until `stop`, then empties the outbox once more. A transient error (broker or
     /// database away) is retried with backoff while the rows wait in the outbox; any other error
     /// ends the relay with it, and the sink with the relay.
-    pub async fn run(self, nudge: &Notify, stop: CancellationToken) -> Result<u64, SinkError> {
+    pub async fn run(
+        self,
+        anomalies_committed: &Notify,
+        stop: CancellationToken,
+    ) -> Result<u64, SinkError> {
         let mut published = 0;
         let mut backoff = Backoff::new(super::MAX_BACKOFF);
         let mut wait = POLL;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = nudge.notified() => {}
+                _ = anomalies_committed.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
             match self.drain(&mut published).await {
