@@ -10,6 +10,8 @@ pub enum ConfigValue {
     List(Vec<String>),
     Bool(bool),
     Number(f64),
+    /// A mapping from YAML (`column_types: {…}`).
+    Map(serde_yaml::Value),
     /// Maps and other shapes we do not interpret (e.g. dbt's `post_hook` objects).
     Other(String),
 }
@@ -29,6 +31,7 @@ impl ConfigValue {
                     })
                     .collect(),
             ),
+            serde_yaml::Value::Mapping(_) => Self::Map(value.clone()),
             other => Self::Other(format!("{other:?}")),
         }
     }
@@ -54,7 +57,7 @@ impl ConfigValue {
     }
 
     /// A string or a list of strings, as a list (`unique_key='id'` or `['a','b']`).
-    fn as_list(&self) -> Option<Vec<String>> {
+    pub fn as_list(&self) -> Option<Vec<String>> {
         match self {
             Self::Text(s) => Some(vec![s.clone()]),
             Self::List(items) => Some(items.clone()),
