@@ -56,7 +56,8 @@ pub enum TestSpec {
 pub enum NodeSpec {
     Seed {
         column_types: BTreeMap<String, String>,
-        /// dbt's `quote_columns`: keep the header's case (else names fold to lower case).
+        /// dbt's `quote_columns` (default true): keep the header's case (else names fold to
+        /// lower case, as unquoted names do).
         quote_columns: bool,
         /// The CSV delimiter (`delimiter` config), `,` by default.
         delimiter: u8,
@@ -452,7 +453,8 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
             _ => BTreeMap::new(),
         };
         types.extend(seed.column_types.clone());
-        let quote_columns = matches!(raw.get("quote_columns"), Some(ConfigValue::Bool(true)));
+        // dbt-postgres quotes seed columns unless told not to.
+        let quote_columns = !matches!(raw.get("quote_columns"), Some(ConfigValue::Bool(false)));
         let delimiter = match raw.get("delimiter") {
             None => b',',
             Some(ConfigValue::Text(d)) if d.len() == 1 => d.as_bytes()[0],

@@ -13,7 +13,8 @@
 //!
 //! `column_types` overrides a column's type; such a column is read as text (so `007` stays
 //! `007` until PostgreSQL casts it). Empty values and `null` (any case, trimmed) are NULL.
-//! Column names fold to lower case unless `quote_columns` is set (dbt leaves them unquoted).
+//! Column names keep their case (dbt-postgres quotes them) unless `quote_columns` is false
+//! (then they fold to lower case, as unquoted names do).
 //! The values go to COPY as dbt would insert them: numbers without group separators and
 //! currency signs, dates and times in ISO form.
 

@@ -29,7 +29,7 @@ impl Default for SeedFormat {
     fn default() -> Self {
         Self {
             column_types: BTreeMap::new(),
-            quote_columns: false,
+            quote_columns: true,
             delimiter: b',',
         }
     }

@@ -449,10 +449,13 @@ async fn generic_and_singular_tests_pass_warn_and_fail() {
     };
     assert_eq!(test("not_null_m_id"), (Status::Pass, Some(0)));
     assert_eq!(test("unique_m_id"), (Status::Fail, Some(1)));
-    assert_eq!(test("accepted_values_m_kind"), (Status::Warn, Some(1)));
+    assert_eq!(
+        test("accepted_values_m_kind__a__b"),
+        (Status::Warn, Some(1))
+    );
     assert_eq!(test("not_null_m_parent"), (Status::Warn, Some(1)));
     assert_eq!(
-        test("relationships_m_parent__id__p"),
+        test("relationships_m_parent__id__ref_p_"),
         (Status::Pass, Some(0))
     );
     assert_eq!(test("no_big_ids"), (Status::Pass, Some(0)));
@@ -1064,7 +1067,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         results,
         vec![
             (
-                "accepted_values_events_clean_value".to_string(),
+                "accepted_values_events_clean_value__a__b".to_string(),
                 "fail".to_string(),
                 Some("changed".to_string())
             ),
@@ -1146,7 +1149,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         scopes,
         vec![
             (
-                "accepted_values_events_clean_value".to_string(),
+                "accepted_values_events_clean_value__a__b".to_string(),
                 Some("all".to_string())
             ),
             ("no_negative_ids".into(), Some("changed".into())),
