@@ -997,7 +997,8 @@ async fn sql_header_runs_with_the_statement_that_computes_the_rows() {
 }
 
 /// A model with a `loaded_at_field` and tests on it, generic and singular.
-fn scoped_tests_project(accepted: &str) -> TempDir {
+/// `accepted_config`: more settings of the accepted_values test (its name stays the same).
+fn scoped_tests_project(accepted_config: &str) -> TempDir {
     project(&[
         ("sources.yml", SOURCES),
         (
@@ -1008,7 +1009,7 @@ fn scoped_tests_project(accepted: &str) -> TempDir {
         (
             "schema.yml",
             &format!(
-                "version: 2\nmodels:\n  - name: events_clean\n    columns:\n      - name: id\n        tests: [unique]\n      - name: value\n        tests:\n          - not_null\n          - accepted_values:\n              values: [{accepted}]\n"
+                "version: 2\nmodels:\n  - name: events_clean\n    columns:\n      - name: id\n        tests: [unique]\n      - name: value\n        tests:\n          - not_null\n          - accepted_values:\n              values: ['a', 'b']\n{accepted_config}"
             ),
         ),
         (
@@ -1037,7 +1038,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
          INSERT INTO public.events VALUES (1, 'a', '2025-01-01'), (2, 'b', '2025-01-02')",
     )
     .await;
-    let dir = scoped_tests_project("'a', 'b'");
+    let dir = scoped_tests_project("");
     let changed = BuildOptions {
         test_scope: models::TestScope::Changed,
         test_lookback: Duration::ZERO,
@@ -1129,7 +1130,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         "DELETE FROM public.events WHERE id = -7 OR value = 'c'",
     )
     .await;
-    let widened = scoped_tests_project("'a', 'b', 'c'");
+    let widened = scoped_tests_project("              config: {where: \"id >= 0\"}\n");
     let after_change = build(
         &db.pool,
         &BuildOptions {
