@@ -569,10 +569,7 @@ async fn measure(
 
 /// VACUUM (ANALYZE) and CHECKPOINT, untimed: what autovacuum and the checkpointer have done in
 /// steady state, minutes after a load or a build.
-async fn settle(
-    conn: &mut sqlx::PgConnection,
-    when: &'static str,
-) -> Result<(), ModelsBenchError> {
+async fn settle(conn: &mut sqlx::PgConnection, when: &'static str) -> Result<(), ModelsBenchError> {
     sqlx::raw_sql("VACUUM (ANALYZE)")
         .execute(&mut *conn)
         .await

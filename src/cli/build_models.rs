@@ -157,7 +157,10 @@ impl Args {
             return Ok(());
         }
         if self.dbt_compat_report {
-            let plan = models::plan(&options)?;
+            let plan = models::plan(&BuildOptions {
+                tolerant: true,
+                ..options
+            })?;
             print!("{}", plan.compat_report());
             return Ok(());
         }

@@ -199,6 +199,13 @@ impl Layout {
                 other => ignored.push(format!("{other}: unknown key, not interpreted")),
             }
         }
+        for file in ["packages.yml", "dependencies.yml"] {
+            if dir.join(file).is_file() {
+                ignored.push(format!(
+                    "{file}: packages are not installed; their macros and tests are unavailable"
+                ));
+            }
+        }
         let vars = project
             .vars
             .unwrap_or_default()

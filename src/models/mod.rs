@@ -73,6 +73,10 @@ pub struct BuildOptions {
     /// With `TestScope::Changed`: how far before the rows a test last checked it starts again,
     /// for loads that committed out of order (as `incremental_lookback` does for the models).
     pub test_lookback: std::time::Duration,
+    /// Plan what can be planned: models and tests whose templates do not render are left out
+    /// and reported in the compatibility report instead of failing the plan
+    /// (`--dbt-compat-report`).
+    pub tolerant: bool,
 }
 
 impl Default for BuildOptions {
@@ -89,6 +93,7 @@ impl Default for BuildOptions {
             target_name: DEFAULT_TARGET_NAME.to_string(),
             test_scope: TestScope::All,
             test_lookback: DEFAULT_TEST_LOOKBACK,
+            tolerant: false,
         }
     }
 }

@@ -16,7 +16,8 @@ use super::graph::Dag;
 use super::macros;
 use super::project::{GenericKind, GenericTest, Project, RelationRef, column_types};
 use super::render::{
-    JinjaContext, Relation, RenderScope, Rendered, ScannedCall, render, scan_calls,
+    JinjaContext, Relation, RenderScope, Rendered, ScannedCall, render, render_config_text,
+    scan_calls,
 };
 use super::select::Selector;
 use super::{BuildOptions, ModelError};
@@ -345,6 +346,10 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         }
     }
 
+    if options.tolerant {
+        drop_unrenderable(&mut project, &options.schema, &vars, &jinja);
+    }
+
     // Folder and YAML configs first: they say where each node builds before any template is
     // rendered; a model's own config() may still move it (then every model renders again).
     let mut base_configs: BTreeMap<String, RawConfig> = BTreeMap::new();
@@ -369,6 +374,24 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         let mut raw = folder_config(&project.layout.seeds, &seed.fqn);
         merge_config(&mut raw, seed.config.clone());
         seed_configs.insert(seed.name.clone(), raw);
+    }
+    // YAML values may hold Jinja (`+enabled: "{{ var('x', false) }}"`): render them.
+    for (name, raw) in base_configs.iter_mut().chain(seed_configs.iter_mut()) {
+        for value in raw.values_mut() {
+            if let ConfigValue::Text(text) = value
+                && text.contains("{{")
+            {
+                *value = render_config_text(text, &vars, &options.schema, &options.target_name)
+                    .map_err(|message| ModelError::BadConfig {
+                        model: name.clone(),
+                        file: project
+                            .layout
+                            .root
+                            .join(super::dbt_project::DBT_PROJECT_FILE),
+                        message,
+                    })?;
+            }
+        }
     }
     let relation_of = |name: &str, raw: &RawConfig| -> Relation {
         let text = |key: &str| match raw.get(key) {
@@ -658,6 +681,83 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         jinja,
         vars,
     })
+}
+
+/// For the compatibility report: leaves out (and reports) every model and singular test whose
+/// template does not render, and then those that ref them, until everything left renders.
+fn drop_unrenderable(
+    project: &mut Project,
+    schema: &str,
+    vars: &BTreeMap<String, serde_json::Value>,
+    jinja: &JinjaContext,
+) {
+    loop {
+        let relations: BTreeMap<String, Relation> = project
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(project.seeds.iter().map(|s| s.name.clone()))
+            .map(|name| (name.clone(), Relation::new(schema, name)))
+            .collect();
+        let scope = RenderScope {
+            schema,
+            nodes: &relations,
+            sources: &project.sources,
+            vars,
+            changed: None,
+            jinja,
+        };
+        let mut failed = Vec::new();
+        for model in &project.models {
+            if let Err(error) = render(&scope, &model.name, &model.path, &model.sql, false)
+                .and_then(|_| check_scanned(&scope, &model.name, &model.path, &model.sql))
+            {
+                failed.push((model.name.clone(), error.to_string()));
+            }
+        }
+        let mut failed_tests = Vec::new();
+        for test in &project.singular_tests {
+            if let Err(error) = render(&scope, &test.name, &test.path, &test.sql, false)
+                .and_then(|_| check_scanned(&scope, &test.name, &test.path, &test.sql))
+            {
+                failed_tests.push((test.name.clone(), error.to_string()));
+            }
+        }
+        if failed.is_empty() && failed_tests.is_empty() {
+            return;
+        }
+        for (name, message) in &failed {
+            project
+                .compat
+                .push(format!("model {name} cannot be built: {message}"));
+        }
+        for (name, message) in &failed_tests {
+            project
+                .compat
+                .push(format!("test {name} cannot be run: {message}"));
+        }
+        project
+            .models
+            .retain(|m| !failed.iter().any(|(name, _)| *name == m.name));
+        project
+            .singular_tests
+            .retain(|t| !failed_tests.iter().any(|(name, _)| *name == t.name));
+        let models = &project.models;
+        let seeds = &project.seeds;
+        let known = |name: &str| {
+            models.iter().any(|m| m.name == name) || seeds.iter().any(|s| s.name == name)
+        };
+        project.generic_tests.retain(|t| {
+            let target_known = match &t.kind {
+                GenericKind::Relationships {
+                    to: RelationRef::Ref(to),
+                    ..
+                } => known(to),
+                _ => true,
+            };
+            known(&t.model) && target_known
+        });
+    }
 }
 
 /// `over` on top of `raw`; `tags` add up (as dbt's do).

@@ -215,6 +215,7 @@ impl Project {
         let mut project = Project {
             dir: dir.to_path_buf(),
             compat: layout.ignored.clone(),
+            layout: layout.clone(),
             ..Project::default()
         };
         let mut yaml_files = Vec::new();
@@ -307,7 +308,6 @@ impl Project {
         for path in yaml_files {
             project.read_yaml(&path)?;
         }
-        project.layout = layout;
         Ok(project)
     }
 

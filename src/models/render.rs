@@ -546,6 +546,51 @@ fn finish(
     }
 }
 
+/// A config value from YAML that holds Jinja (`+enabled: "{{ var('load', false) }}"`), rendered
+/// as dbt renders dbt_project.yml: with `var`, `env_var` and `target`. `True`/`False` become
+/// booleans.
+pub fn render_config_text(
+    text: &str,
+    vars: &BTreeMap<String, serde_json::Value>,
+    target_schema: &str,
+    target_name: &str,
+) -> Result<ConfigValue, String> {
+    let mut env = Environment::new();
+    let vars = vars.clone();
+    env.add_function(
+        "var",
+        move |name: String, default: Option<Value>| -> Result<Value, Error> {
+            match (vars.get(&name), default) {
+                (Some(value), _) => Ok(json_to_value(value)),
+                (None, Some(default)) => Ok(default),
+                (None, None) => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("var({name:?}) has no value and no default"),
+                )),
+            }
+        },
+    );
+    env.add_function("env_var", |name: String, default: Option<String>| {
+        std::env::var(&name).ok().or(default).unwrap_or_default()
+    });
+    env.add_global(
+        "target",
+        Value::from(BTreeMap::from([
+            ("schema", Value::from(target_schema)),
+            ("name", Value::from(target_name)),
+            ("type", Value::from("postgres")),
+        ])),
+    );
+    let rendered = env
+        .render_str(text, ())
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(match rendered.trim() {
+        "True" | "true" => ConfigValue::Bool(true),
+        "False" | "false" => ConfigValue::Bool(false),
+        other => ConfigValue::Text(other.to_string()),
+    })
+}
+
 /// Trailing whitespace and semicolons go: the SQL is wrapped in DDL.
 fn clean_sql(sql: &str) -> String {
     sql.trim_end()
