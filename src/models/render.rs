@@ -134,11 +134,75 @@ impl Object for Adapter {
             ("quote", [name]) => Ok(Value::from_safe_string(quote_ident(
                 &name.as_str().map_or_else(|| name.to_string(), String::from),
             ))),
+            // dbt's dispatch: the project's `postgres__<name>` macro, else `default__<name>`
+            // (a macro namespace, the second argument, is not searched: packages are not
+            // supported).
+            ("dispatch", [name, ..]) => {
+                let name = name.as_str().unwrap_or_default();
+                for candidate in [format!("postgres__{name}"), format!("default__{name}")] {
+                    let found = _state.lookup(&candidate);
+                    if let Some(found) = found.filter(|v| !v.is_undefined()) {
+                        return Ok(found);
+                    }
+                }
+                Err(Error::new(
+                    ErrorKind::UnknownFunction,
+                    format!(
+                        "adapter.dispatch({name:?}): no postgres__{name} or default__{name} macro"
+                    ),
+                ))
+            }
             _ => Err(Error::new(
                 ErrorKind::UnknownMethod,
-                format!("adapter.{method} is not supported (only adapter.quote)"),
+                format!("adapter.{method} is not supported (only quote and dispatch)"),
             )),
         }
+    }
+}
+
+/// `dbt`: the few cross-database macros of dbt's own namespace that staging models call, as
+/// dbt-postgres renders them (`dbt.date_trunc('day', c)`, `dbt.type_string()` …).
+#[derive(Debug)]
+struct DbtMacros;
+
+impl Object for DbtMacros {
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut minijinja::State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let arg = |i: usize| {
+            args.get(i)
+                .map(|a| a.as_str().map_or_else(|| a.to_string(), String::from))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::MissingArgument,
+                        format!("dbt.{method}() needs more arguments"),
+                    )
+                })
+        };
+        let sql = match method {
+            "date_trunc" => format!("date_trunc('{}', {})", arg(0)?, arg(1)?),
+            "dateadd" => format!("{} + ((interval '1 {}') * ({}))", arg(2)?, arg(0)?, arg(1)?),
+            "current_timestamp" => "now()".into(),
+            "type_string" => "TEXT".into(),
+            "type_timestamp" => "timestamp".into(),
+            "type_float" => "float".into(),
+            "type_numeric" => "numeric(28,6)".into(),
+            "type_bigint" => "bigint".into(),
+            "type_int" => "integer".into(),
+            "type_boolean" => "boolean".into(),
+            "cast" => format!("cast({} as {})", arg(0)?, arg(1)?),
+            "safe_cast" => format!("cast({} as {})", arg(0)?, arg(1)?),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::UnknownMethod,
+                    format!("dbt.{method}() is not supported"),
+                ));
+            }
+        };
+        Ok(Value::from_safe_string(sql))
     }
 }
 
@@ -371,11 +435,16 @@ fn environment(
         ])),
     );
     env.add_global("adapter", Value::from_object(Adapter));
+    env.add_global("dbt", Value::from_object(DbtMacros));
     env.add_global(
         "run_started_at",
         Value::from_object(StartedAt(scope.jinja.run_started_at)),
     );
     env.add_global("execute", Value::from(true));
+    // dbt's `return(x)` ends a macro with a value; here the macro renders the value instead,
+    // which is the same for the usual `{{ return(adapter.dispatch('m')(…)) }}`.
+    env.add_function("return", |value: Value| value);
+    env.set_unknown_method_callback(python_method);
     env.add_function("log", |_message: Value, _kwargs: Kwargs| String::new());
     {
         let docs = scope.jinja.docs.clone();
@@ -499,6 +568,94 @@ fn environment(
     );
 
     Ok(env)
+}
+
+/// The Python methods dbt templates call on strings and dicts, which minijinja lacks.
+fn python_method(
+    _state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    let unknown = || {
+        let message = if value.is_undefined() {
+            format!(
+                "{method}() is called on something undefined (a package's macro, such as \
+                 dbt_utils.{method}? packages are not supported)"
+            )
+        } else {
+            format!("{}.{method}() is not supported", value.kind())
+        };
+        Error::new(ErrorKind::UnknownMethod, message)
+    };
+    let text_arg = |i: usize| args.get(i).and_then(|a| a.as_str().map(String::from));
+    if let Some(text) = value.as_str() {
+        let chars = text_arg(0);
+        let trim_set = |c: char| match &chars {
+            Some(set) => set.contains(c),
+            None => c.is_whitespace(),
+        };
+        return Ok(match method {
+            "upper" => Value::from(text.to_uppercase()),
+            "lower" => Value::from(text.to_lowercase()),
+            "strip" => Value::from(text.trim_matches(trim_set)),
+            "lstrip" => Value::from(text.trim_start_matches(trim_set)),
+            "rstrip" => Value::from(text.trim_end_matches(trim_set)),
+            "startswith" => Value::from(text.starts_with(&text_arg(0).ok_or_else(unknown)?)),
+            "endswith" => Value::from(text.ends_with(&text_arg(0).ok_or_else(unknown)?)),
+            "replace" => Value::from(text.replace(
+                &text_arg(0).ok_or_else(unknown)?,
+                &text_arg(1).ok_or_else(unknown)?,
+            )),
+            "split" => Value::from(match text_arg(0) {
+                Some(sep) => text
+                    .split(sep.as_str())
+                    .map(Value::from)
+                    .collect::<Vec<_>>(),
+                None => text.split_whitespace().map(Value::from).collect::<Vec<_>>(),
+            }),
+            "join" => Value::from(
+                args.first()
+                    .ok_or_else(unknown)?
+                    .try_iter()?
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                    .collect::<Vec<_>>()
+                    .join(text),
+            ),
+            _ => return Err(unknown()),
+        });
+    }
+    if value.kind() == minijinja::value::ValueKind::Map {
+        return match method {
+            "get" => {
+                let key = args.first().ok_or_else(unknown)?;
+                Ok(value
+                    .get_item(key)
+                    .ok()
+                    .filter(|v| !v.is_undefined())
+                    .or_else(|| args.get(1).cloned())
+                    .unwrap_or(Value::from(())))
+            }
+            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
+            "values" => Ok(Value::from(
+                value
+                    .try_iter()?
+                    .map(|k| value.get_item(&k).unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )),
+            "items" => Ok(Value::from(
+                value
+                    .try_iter()?
+                    .map(|k| {
+                        let v = value.get_item(&k).unwrap_or_default();
+                        Value::from(vec![k, v])
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Err(unknown()),
+        };
+    }
+    Err(unknown())
 }
 
 /// The rendered SQL and what it referred to, or the error, naming what failed.
@@ -790,7 +947,10 @@ mod tests {
             text: super::super::macros::translate(
                 "{% macro cents_to_dollars(col, scale=2) -%}\n({{ col }} / 100)::numeric(16, {{ scale }})\n{%- endmacro %}\n\
                  {% macro twice(col) %}{{ cents_to_dollars(col) }} * 2{% endmacro %}\n\
-                 {% test positive(model, column_name) %}select * from {{ model }} where {{ column_name }} <= 0{% endtest %}",
+                 {% test positive(model, column_name) %}select * from {{ model }} where {{ column_name }} <= 0{% endtest %}\n\
+                 {% macro cents(c) -%}{{ return(adapter.dispatch('cents')(c)) }}{%- endmacro %}\n\
+                 {% macro default__cents(c) -%}({{ c }} / 100){%- endmacro %}\n\
+                 {% macro postgres__cents(c) -%}({{ c }}::numeric / 100){%- endmacro %}",
             )
             .0,
         }];
@@ -812,12 +972,12 @@ mod tests {
         let template = "{#- a comment -#}\n{% set methods = ['card', 'cash'] %}\nselect\n\
             {%- for m in methods %}\n  sum({{ adapter.quote(m) }}){% if not loop.last %},{% endif %}\n\
             {%- endfor %}\n, {{ twice('amount') }}, '{{ target.name }}', '{{ run_started_at.strftime('%Y') }}'\n\
-            from {{ ref('b') }} -- {{ doc('d') }}";
+            from {{ ref('b') }} -- {{ doc('d') }} {{ cents('x') }} {{ 'a,b'.split(',') | length }} {{ {'k': 1}.get('z', 2) }}";
         let out = render(&scope, "m", Path::new("m.sql"), template, false).unwrap();
         assert_eq!(
             out.sql,
             "select\n  sum(\"card\"),\n  sum(\"cash\")\n, (amount / 100)::numeric(16, 2) * 2, 'ci', '2025'\n\
-             from \"analytics_marts\".\"b\" -- The docs."
+             from \"analytics_marts\".\"b\" -- The docs. (x::numeric / 100) 2 2"
         );
         let test = render_generic_test(
             &scope,
