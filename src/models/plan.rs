@@ -17,7 +17,7 @@ use super::macros;
 use super::project::{GenericKind, GenericTest, Project, RelationRef, column_types};
 use super::render::{
     JinjaContext, Relation, RenderScope, Rendered, ScannedCall, render, render_config_text,
-    scan_calls,
+    render_schema_name, scan_calls,
 };
 use super::select::Selector;
 use super::{BuildOptions, ModelError};
@@ -183,8 +183,8 @@ impl Plan {
         }
         out.push_str(
             "never supported: profiles.yml (the target is DATABASE_URL and --schema), packages \
-             (dbt_utils …), ephemeral models, snapshots blocks, Python models, source freshness, \
-             docs generation, store_failures, {{ return() }} in macros\n",
+             (dbt_utils …), ephemeral models, snapshot blocks, Python models, source freshness, \
+             docs generation, store_failures, macros returning lists or dicts with return()\n",
         );
         out
     }
@@ -331,13 +331,6 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         target_name: options.target_name.clone(),
         run_started_at: chrono::Utc::now(),
     };
-    if jinja.macro_names.contains("generate_schema_name") {
-        project.compat.push(
-            "macro generate_schema_name: not honoured; custom schemas are <target>_<custom> \
-             (dbt's default)"
-                .into(),
-        );
-    }
     for name in ["generate_alias_name", "generate_database_name"] {
         if jinja.macro_names.contains(name) {
             project.compat.push(format!(
@@ -393,19 +386,55 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
             }
         }
     }
-    let relation_of = |name: &str, raw: &RawConfig| -> Relation {
+    // The project's own generate_schema_name macro, when it has one, names the schemas.
+    let no_relations = BTreeMap::new();
+    let schema_scope = RenderScope {
+        schema: &options.schema,
+        nodes: &no_relations,
+        sources: &project.sources,
+        vars: &vars,
+        changed: None,
+        jinja: &jinja,
+    };
+    let own_schema_names = jinja.macro_names.contains("generate_schema_name");
+    let fqn_of = |name: &str| -> (&'static str, Vec<String>, PathBuf) {
+        match project.models.iter().find(|m| m.name == name) {
+            Some(m) => ("model", m.fqn.clone(), m.path.clone()),
+            None => project
+                .seeds
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| ("seed", s.fqn.clone(), s.path.clone()))
+                .unwrap_or(("model", Vec::new(), PathBuf::new())),
+        }
+    };
+    let relation_of = |name: &str, raw: &RawConfig| -> Result<Relation, ModelError> {
         let text = |key: &str| match raw.get(key) {
             Some(ConfigValue::Text(t)) => Some(t.clone()),
             _ => None,
         };
-        Relation::new(
-            schema_name(&options.schema, text("schema").as_deref()),
+        let custom = text("schema");
+        let schema = if own_schema_names {
+            let (resource_type, fqn, path) = fqn_of(name);
+            render_schema_name(
+                &schema_scope,
+                custom.as_deref(),
+                name,
+                resource_type,
+                &fqn,
+                &path,
+            )?
+        } else {
+            schema_name(&options.schema, custom.as_deref())
+        };
+        Ok(Relation::new(
+            schema,
             text("alias").unwrap_or_else(|| name.to_string()),
-        )
+        ))
     };
     let mut relations: BTreeMap<String, Relation> = BTreeMap::new();
     for (name, raw) in base_configs.iter().chain(&seed_configs) {
-        relations.insert(name.clone(), relation_of(name, raw));
+        relations.insert(name.clone(), relation_of(name, raw)?);
     }
     let render_all = |relations: &BTreeMap<String, Relation>| -> Result<Vec<Rendered>, ModelError> {
         let scope = RenderScope {
@@ -428,7 +457,7 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
     for (model, rendered) in project.models.iter().zip(&rendered_models) {
         let mut raw = base_configs[&model.name].clone();
         merge_config(&mut raw, rendered.config.clone());
-        let relation = relation_of(&model.name, &raw);
+        let relation = relation_of(&model.name, &raw)?;
         if relations[&model.name] != relation {
             moved = true;
             relations.insert(model.name.clone(), relation);

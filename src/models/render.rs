@@ -361,6 +361,44 @@ pub fn render_generic_test(
     finish(result, &capture, name, file)
 }
 
+/// The schema the project's own `generate_schema_name(custom_schema_name, node)` macro gives a
+/// node (`node` has `name`, `resource_type`, `fqn`, `original_file_path`).
+pub fn render_schema_name(
+    scope: &RenderScope<'_>,
+    custom: Option<&str>,
+    name: &str,
+    resource_type: &str,
+    fqn: &[String],
+    file: &Path,
+) -> Result<String, ModelError> {
+    let capture = Arc::new(Mutex::new(Capture::default()));
+    let env = environment(scope, name, false, &capture)?;
+    let node = Value::from(BTreeMap::from([
+        ("name", Value::from(name)),
+        ("resource_type", Value::from(resource_type)),
+        ("fqn", Value::from(fqn.to_vec())),
+        (
+            "original_file_path",
+            Value::from(file.display().to_string()),
+        ),
+    ]));
+    let context = BTreeMap::from([
+        (
+            "custom_schema_name",
+            custom.map_or(Value::from(()), Value::from),
+        ),
+        ("node", node),
+    ]);
+    let source = format!(
+        "{{% from {:?} import generate_schema_name %}}{{{{ generate_schema_name(custom_schema_name, node) }}}}",
+        super::macros::MACROS_TEMPLATE
+    );
+    let result = env
+        .template_from_named_str(&file.display().to_string(), &source)
+        .and_then(|t| t.render(&context));
+    Ok(finish(result, &capture, name, file)?.sql.trim().to_string())
+}
+
 /// A YAML test argument as Jinja sees it: `ref('x')`/`source('a','b')` strings as relations.
 fn test_argument(scope: &RenderScope<'_>, value: &serde_yaml::Value) -> Value {
     if let Some(text) = value.as_str() {
@@ -993,6 +1031,39 @@ mod tests {
             test.sql,
             "select * from \"analytics_marts\".\"b\" where x <= 0"
         );
+    }
+
+    #[test]
+    fn the_projects_generate_schema_name_names_schemas() {
+        let (nodes, sources, vars) = scope_parts();
+        let files = [super::super::project::MacroFile {
+            path: "macros/s.sql".into(),
+            text: "{% macro generate_schema_name(custom_schema_name, node) %}\n\
+                   {% if node.resource_type == 'seed' %}{{ custom_schema_name | trim }}\n\
+                   {% elif custom_schema_name is none %}{{ target.schema }}\n\
+                   {% else %}{{ target.schema }}_x_{{ custom_schema_name }}{% endif %}\n\
+                   {% endmacro %}"
+                .into(),
+        }];
+        let jinja = JinjaContext {
+            macros: super::super::macros::joined(&files),
+            macro_names: super::super::macros::macro_names(&files),
+            ..JinjaContext::default()
+        };
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+            changed: None,
+            jinja: &jinja,
+        };
+        let name = |custom: Option<&str>, kind: &str| {
+            render_schema_name(&scope, custom, "n", kind, &[], Path::new("n.sql")).unwrap()
+        };
+        assert_eq!(name(Some(" raw "), "seed"), "raw");
+        assert_eq!(name(None, "model"), "analytics");
+        assert_eq!(name(Some("marts"), "model"), "analytics_x_marts");
     }
 
     #[test]
