@@ -81,8 +81,11 @@ fn write_profile(dir: &Path, url: &str) {
     std::fs::write(dir.join("profiles.yml"), profile).unwrap();
 }
 
-/// Runs `dbt build` and returns each test's status by name (from run_results.json).
-fn dbt_build(dbt: &Path, project: &Path, profiles: &Path) -> BTreeMap<String, String> {
+/// A test's status and failure count.
+type Outcome = (String, Option<i64>);
+
+/// Runs `dbt build` and returns each test's outcome by name (from run_results.json).
+fn dbt_build(dbt: &Path, project: &Path, profiles: &Path) -> BTreeMap<String, Outcome> {
     let output = Command::new(dbt)
         .args(["build", "--project-dir"])
         .arg(project)
@@ -108,13 +111,14 @@ fn dbt_build(dbt: &Path, project: &Path, profiles: &Path) -> BTreeMap<String, St
         .filter_map(|r| {
             let id = r["unique_id"].as_str()?;
             let name = id.strip_prefix("test.shop.")?.split('.').next()?;
-            Some((name.to_string(), r["status"].as_str()?.to_string()))
+            let outcome = (r["status"].as_str()?.to_string(), r["failures"].as_i64());
+            Some((name.to_string(), outcome))
         })
         .collect()
 }
 
-/// Runs `etl build-models --project-dir` and returns each test's status by name.
-async fn etl_build(db: &TestDb, project: &Path, target: &Path) -> BTreeMap<String, String> {
+/// Runs `etl build-models --project-dir` and returns each test's outcome by name.
+async fn etl_build(db: &TestDb, project: &Path, target: &Path) -> BTreeMap<String, Outcome> {
     let project_dir = project.to_str().unwrap();
     let target_dir = target.to_str().unwrap();
     let (ok, stdout, stderr) = run_etl(
@@ -130,14 +134,15 @@ async fn etl_build(db: &TestDb, project: &Path, target: &Path) -> BTreeMap<Strin
         Some(&db.url),
     );
     assert!(ok, "etl build-models failed:\n{stdout}\n{stderr}");
-    sqlx::query_as::<_, (String, String)>(
-        "SELECT test_name, status FROM etl.test_results \
+    sqlx::query_as::<_, (String, String, Option<i64>)>(
+        "SELECT test_name, status, failures FROM etl.test_results \
          WHERE run_id = (SELECT run_id FROM etl.test_results ORDER BY id DESC LIMIT 1)",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap()
     .into_iter()
+    .map(|(name, status, failures)| (name, (status, failures)))
     .collect()
 }
 
@@ -223,10 +228,14 @@ async fn a_dbt_project_builds_as_dbt_postgres_builds_it() {
         let etl_tests = etl_build(&etl_db, &etl_project, &scratch.path().join("target")).await;
         assert_identical(&etl_db, &dbt_db, build).await;
         assert_eq!(etl_tests, dbt_tests, "{build}: test outcomes");
-        // Both warn-level tests fail, so the comparison sees all three outcomes.
+        // Two warn-level tests fail (two failing values each), so the comparison sees failures.
+        let warned: Vec<&Outcome> = etl_tests.values().filter(|o| o.0 == "warn").collect();
         assert_eq!(
-            etl_tests.values().filter(|s| *s == "warn").count(),
-            2,
+            warned,
+            [
+                &("warn".to_string(), Some(2)),
+                &("warn".to_string(), Some(2))
+            ],
             "{build}: {etl_tests:?}"
         );
     }
