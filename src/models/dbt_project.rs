@@ -132,6 +132,7 @@ const HARMLESS_KEYS: &[&str] = &[
     "docs-paths",
     "asset-paths",
     "quoting",
+    "dbt-cloud",
 ];
 
 impl Layout {
@@ -181,9 +182,25 @@ impl Layout {
                 continue;
             }
             match key.as_str() {
-                "snapshot-paths" | "snapshots" => {
-                    ignored.push(format!("{key}: snapshots are not built (etl's snapshots are models with materialized='snapshot')"));
+                "snapshot-paths" => {
+                    let paths: Vec<String> =
+                        serde_yaml::from_value(value.clone()).unwrap_or_default();
+                    let has_snapshots = paths.iter().any(|p| {
+                        std::fs::read_dir(dir.join(p)).is_ok_and(|entries| {
+                            entries
+                                .flatten()
+                                .any(|e| e.path().extension().is_some_and(|x| x == "sql"))
+                        })
+                    });
+                    if has_snapshots {
+                        ignored.push(format!("{key}: {{% snapshot %}} blocks are not built (etl's snapshots are models with materialized='snapshot')"));
+                    }
                 }
+                "snapshots" => {
+                    ignored.push(format!("{key}: snapshot configs are not applied"));
+                }
+                // dbt < 1.0 names of model-paths and seed-paths, read below.
+                "source-paths" | "data-paths" => {}
                 "on-run-start" | "on-run-end" => {
                     if !value.is_null() {
                         ignored.push(format!("{key}: hooks are not run"));
@@ -216,10 +233,18 @@ impl Layout {
                 Some((key, value))
             })
             .collect();
+        let legacy = |key: &str| -> Option<Vec<String>> {
+            project
+                .rest
+                .get(key)
+                .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+        };
+        let model_paths = project.model_paths.or_else(|| legacy("source-paths"));
+        let seed_paths = project.seed_paths.or_else(|| legacy("data-paths"));
         Ok(Self {
             root: dir.to_path_buf(),
-            model_paths: paths(project.model_paths, "models"),
-            seed_paths: paths(project.seed_paths, "seeds"),
+            model_paths: paths(model_paths, "models"),
+            seed_paths: paths(seed_paths, "seeds"),
             test_paths: paths(project.test_paths, "tests"),
             macro_paths: paths(project.macro_paths, "macros"),
             name: Some(project.name),
