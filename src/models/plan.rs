@@ -368,11 +368,13 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         merge_config(&mut raw, seed.config.clone());
         seed_configs.insert(seed.name.clone(), raw);
     }
-    // YAML values may hold Jinja (`+enabled: "{{ var('x', false) }}"`): render them.
+    // YAML values may hold Jinja (`+enabled: "{{ var('x', false) }}"`): render them, except
+    // the SQL that is rendered when the model is built (hooks, headers: `{{ this }}`).
     for (name, raw) in base_configs.iter_mut().chain(seed_configs.iter_mut()) {
-        for value in raw.values_mut() {
+        for (key, value) in raw.iter_mut() {
             if let ConfigValue::Text(text) = value
                 && text.contains("{{")
+                && !["post_hook", "pre_hook", "sql_header"].contains(&key.as_str())
             {
                 *value = render_config_text(text, &vars, &options.schema, &options.target_name)
                     .map_err(|message| ModelError::BadConfig {
