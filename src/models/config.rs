@@ -157,6 +157,8 @@ pub struct ModelConfig {
     /// SQL run after the model is built, rendered with `{{ this }}` etc., e.g.
     /// `post_hook="create index if not exists m_id_idx on {{ this }} (id)"`.
     pub post_hook: Vec<String>,
+    /// SQL run before the model is built (dbt's `pre_hook`), rendered the same way.
+    pub pre_hook: Vec<String>,
     /// The column saying when a row was loaded (dbt's `loaded_at_field`), with the promise that a
     /// row whose content changes gets a later value: with `--test-scope changed`, tests on the
     /// model check only the rows loaded since they last passed.
@@ -250,6 +252,7 @@ impl ModelConfig {
             };
         Ok(Self {
             post_hook: list("post_hook")?,
+            pre_hook: list("pre_hook")?,
             loaded_at_field: text("loaded_at_field")?,
             sql_header: text("sql_header")?,
             invalidate_hard_deletes,

@@ -419,6 +419,14 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
         Some(header) => Some(render(&scope, &node.name, &node.path, header, incremental)?.sql),
         None => None,
     };
+    for hook in &config.pre_hook {
+        let hook = render(&scope, &node.name, &node.path, hook, incremental)?.sql;
+        if hook.trim().is_empty() {
+            continue;
+        }
+        let site = SqlSite { sql: &hook, ..site };
+        materialize::run(&mut conn, &site, &hook).await?;
+    }
     let built = materialize::materialize(
         &mut conn,
         config,

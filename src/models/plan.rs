@@ -310,6 +310,7 @@ const HONOURED: &[&str] = &[
     "invalidate_hard_deletes",
     "hard_deletes",
     "post_hook",
+    "pre_hook",
     "loaded_at_field",
     "sql_header",
     "schema",
