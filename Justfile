@@ -58,6 +58,11 @@ stream rate="200":
 models *args:
     {{with_services}} {{etl}} build-models {{args}}
 
+# tests/dbt_project built by etl and by dbt-postgres, compared (installs dbt into .local/dbt-venv)
+dbt-compat:
+    scripts/install-dbt.sh >/dev/null
+    {{with_services}} cargo test --test it models_dbt
+
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up
     {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \

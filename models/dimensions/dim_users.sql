@@ -47,11 +47,7 @@ with
 changed_users as (
     select distinct u.user_id
     from {{ ref('stg_users') }} as u
-    where u.loaded_at > (
-              select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-                     - interval '{{ var("incremental_lookback", "5 minutes") }}'
-              from {{ this }}
-          )
+    where u.loaded_at > {{ incremental_since() }}
       and u.loaded_at <= 'infinity'::timestamptz
 ),
 {% endif %}

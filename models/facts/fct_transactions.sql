@@ -48,11 +48,7 @@
 with
 
 {% if is_incremental() %}
-watermark as (
-    select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-           - interval '{{ var("incremental_lookback", "5 minutes") }}' as since
-    from {{ this }}
-),
+{{ since_cte('watermark') }},
 
 users_changed_since_last_run as (
     select distinct user_id

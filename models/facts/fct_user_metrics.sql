@@ -29,11 +29,7 @@
 with
 
 {% if is_incremental() %}
-since as (
-    select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-           - interval '{{ var("incremental_lookback", "5 minutes") }}' as since
-    from {{ this }}
-),
+{{ since_cte() }},
 
 -- `<= 'infinity'` excludes nothing; it makes the planner use the `_loaded_at` index (see
 -- fct_transactions).

@@ -28,11 +28,7 @@ changed as (
         union all
         select merchant, event_time, _loaded_at from {{ ref('stg_transactions_batch') }}
     ) as l
-    where l._loaded_at > (
-              select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-                     - interval '{{ var("incremental_lookback", "5 minutes") }}'
-              from {{ this }}
-          )
+    where l._loaded_at > {{ incremental_since() }}
       and l._loaded_at <= 'infinity'::timestamptz
 ),
 

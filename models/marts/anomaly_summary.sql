@@ -29,11 +29,7 @@ with
 changed_days as (
     select distinct f.date_key
     from {{ ref('fct_transactions') }} as f
-    where f._loaded_at > (
-              select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-                     - interval '{{ var("incremental_lookback", "5 minutes") }}'
-              from {{ this }}
-          )
+    where f._loaded_at > {{ incremental_since() }}
       and f._loaded_at <= 'infinity'::timestamptz
       and f.source_system = 'streaming_kafka'
 ),

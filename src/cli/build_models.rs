@@ -22,6 +22,27 @@ pub struct Args {
     #[arg(long, env = "ETL_MODELS_DIR", default_value = models::DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
 
+    /// A dbt project to build (a folder with dbt_project.yml: its model, seed, test and macro
+    /// paths and folder configs). Default: the working directory when it holds
+    /// dbt_project.yml, else --models-dir. Its database gets only etl's run history
+    /// (etl.model_runs, etl.test_results), not etl's landing tables
+    #[arg(long, env = "ETL_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+
+    /// The schema models and seeds build into (dbt's target schema); a model configured with
+    /// schema='x' builds into <schema>_x, as dbt's default generate_schema_name does
+    #[arg(long, env = "ETL_MODELS_SCHEMA", default_value = models::DEFAULT_SCHEMA)]
+    pub schema: String,
+
+    /// target.name in templates (the profile target a dbt project expects)
+    #[arg(long, env = "ETL_MODELS_TARGET", default_value = models::DEFAULT_TARGET_NAME)]
+    pub target: String,
+
+    /// Print what the project holds that this runner ignores or does not honour (dbt
+    /// features, configs, tests of packages) and exit without touching the database
+    #[arg(long, env = "ETL_MODELS_DBT_COMPAT_REPORT")]
+    pub dbt_compat_report: bool,
+
     /// What to build, repeatable: m, +m (with ancestors), m+ (with descendants), tag:x,
     /// path:models/marts. Everything when not given
     #[arg(long, short = 's', env = "ETL_MODELS_SELECT", num_args = 1.., value_delimiter = ' ')]
@@ -90,9 +111,22 @@ impl Progress for PrintProgress {
 }
 
 impl Args {
+    /// --project-dir, else the working directory when it is a dbt project, else --models-dir.
+    fn project_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.project_dir {
+            return dir.clone();
+        }
+        if std::path::Path::new(models::dbt_project::DBT_PROJECT_FILE).is_file() {
+            return PathBuf::from(".");
+        }
+        self.models_dir.clone()
+    }
+
     fn options(&self) -> anyhow::Result<BuildOptions> {
         Ok(BuildOptions {
-            models_dir: self.models_dir.clone(),
+            models_dir: self.project_dir(),
+            schema: self.schema.clone(),
+            target_name: self.target.clone(),
             select: self
                 .select
                 .iter()
@@ -122,16 +156,37 @@ impl Args {
             print!("{}", plan.listing());
             return Ok(());
         }
+        if self.dbt_compat_report {
+            let plan = models::plan(&BuildOptions {
+                tolerant: true,
+                ..options
+            })?;
+            print!("{}", plan.compat_report());
+            return Ok(());
+        }
         let schedule = match (&self.every, &self.cron) {
             (Some(every), _) => Some(Schedule::Every(*every)),
             (None, Some(expression)) => Some(Schedule::cron(expression)?),
             (None, None) => None,
         };
         // Fail on a broken project before connecting.
-        models::plan(&options)?;
-        db::migrate::migrate(&global.database_url).await?;
+        let plan = models::plan(&options)?;
+        if !plan.project.compat.is_empty() {
+            tracing::warn!(
+                ignored = plan.project.compat.len(),
+                "the project uses things this runner ignores; see --dbt-compat-report"
+            );
+        }
+        // etl's own models read etl's landing tables: migrate. A dbt project's database gets
+        // only the run history.
+        if !plan.project.layout.dbt {
+            db::migrate::migrate(&global.database_url).await?;
+        }
         // One connection per thread, one for the build lock, one for the history.
         let pool = db::connect(&global.database_url, self.threads + 2).await?;
+        if plan.project.layout.dbt {
+            models::results::ensure_bookkeeping(&pool).await?;
+        }
         match schedule {
             None => {
                 let LockedBuild::Built(summary) =

@@ -10,6 +10,8 @@ pub enum ConfigValue {
     List(Vec<String>),
     Bool(bool),
     Number(f64),
+    /// A mapping from YAML (`column_types: {…}`).
+    Map(serde_yaml::Value),
     /// Maps and other shapes we do not interpret (e.g. dbt's `post_hook` objects).
     Other(String),
 }
@@ -29,6 +31,7 @@ impl ConfigValue {
                     })
                     .collect(),
             ),
+            serde_yaml::Value::Mapping(_) => Self::Map(value.clone()),
             other => Self::Other(format!("{other:?}")),
         }
     }
@@ -54,7 +57,7 @@ impl ConfigValue {
     }
 
     /// A string or a list of strings, as a list (`unique_key='id'` or `['a','b']`).
-    fn as_list(&self) -> Option<Vec<String>> {
+    pub fn as_list(&self) -> Option<Vec<String>> {
         match self {
             Self::Text(s) => Some(vec![s.clone()]),
             Self::List(items) => Some(items.clone()),
@@ -154,6 +157,8 @@ pub struct ModelConfig {
     /// SQL run after the model is built, rendered with `{{ this }}` etc., e.g.
     /// `post_hook="create index if not exists m_id_idx on {{ this }} (id)"`.
     pub post_hook: Vec<String>,
+    /// SQL run before the model is built (dbt's `pre_hook`), rendered the same way.
+    pub pre_hook: Vec<String>,
     /// The column saying when a row was loaded (dbt's `loaded_at_field`), with the promise that a
     /// row whose content changes gets a later value: with `--test-scope changed`, tests on the
     /// model check only the rows loaded since they last passed.
@@ -247,6 +252,7 @@ impl ModelConfig {
             };
         Ok(Self {
             post_hook: list("post_hook")?,
+            pre_hook: list("pre_hook")?,
             loaded_at_field: text("loaded_at_field")?,
             sql_header: text("sql_header")?,
             invalidate_hard_deletes,

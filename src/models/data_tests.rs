@@ -171,10 +171,12 @@ pub fn generic_query(
              GROUP BY t.{col} HAVING count(*) > 1",
             from("t")
         ),
+        // One failing row per value, as dbt counts them.
         GenericKind::AcceptedValues(accepted) => {
             values = Some(accepted.clone());
             format!(
-                "SELECT t.{col} FROM {} WHERE t.{col} IS NOT NULL AND t.{col}::text <> ALL($1::text[])",
+                "SELECT t.{col}, count(*) AS occurrences FROM {} WHERE t.{col} IS NOT NULL \
+                 AND t.{col}::text <> ALL($1::text[]) GROUP BY t.{col}",
                 from("t")
             )
         }
@@ -186,6 +188,9 @@ pub fn generic_query(
                  WHERE child.{col} IS NOT NULL AND parent.{field} IS NULL",
                 from("child")
             )
+        }
+        GenericKind::Custom { .. } => {
+            unreachable!("the project's generic tests are rendered from their macro")
         }
     };
     TestQuery { sql, values }

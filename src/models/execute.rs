@@ -21,7 +21,7 @@ use super::data_tests::{
 use super::materialize::{self, SqlSite};
 use super::plan::{Node, NodeKind, NodeSpec, Plan, TestSpec, loaded_at_field};
 use super::project::{GenericKind, RelationRef};
-use super::render::{ChangedRows, Relation, RenderScope, quote_ident, render};
+use super::render::{ChangedRows, Relation, RenderScope, quote_ident, render, render_generic_test};
 use super::results::{NodeResult, RunSummary, Status, TestCoverage, record};
 
 use super::seeds::load_seed;
@@ -50,7 +50,6 @@ struct Context {
     pool: PgPool,
     plan: Arc<Plan>,
     options: BuildOptions,
-    names: BTreeSet<String>,
     swap_lock: tokio::sync::Mutex<()>,
 }
 
@@ -63,10 +62,11 @@ impl Context {
     ) -> RenderScope<'a> {
         RenderScope {
             schema: &self.plan.schema,
-            nodes: &self.names,
+            nodes: &self.plan.relations,
             sources: &self.plan.project.sources,
-            vars: &self.options.vars,
+            vars: &self.plan.vars,
             changed,
+            jinja: &self.plan.jinja,
         }
     }
 }
@@ -81,30 +81,25 @@ pub async fn execute(
     let run_id = Uuid::new_v4();
     let started_at = Utc::now();
     let clock = Instant::now();
-    if plan
+    let schemas: BTreeSet<&str> = plan
         .order
         .iter()
-        .any(|&i| plan.nodes[i].kind != NodeKind::Test)
-    {
+        .filter_map(|&i| plan.nodes[i].relation.as_ref())
+        .map(|r| r.schema.as_str())
+        .collect();
+    for schema in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS {}",
-            quote_ident(&plan.schema)
+            quote_ident(schema)
         )))
         .execute(pool)
         .await
         .map_err(ModelError::database("creating the models' schema"))?;
     }
-    let names = plan
-        .nodes
-        .iter()
-        .filter(|n| n.kind != NodeKind::Test)
-        .map(|n| n.name.clone())
-        .collect();
     let context = Arc::new(Context {
         pool: pool.clone(),
         plan: plan.clone(),
         options: options.clone(),
-        names,
         swap_lock: tokio::sync::Mutex::new(()),
     });
 
@@ -269,7 +264,7 @@ fn base_result(node: &Node) -> NodeResult {
         } => (
             Some(*severity),
             Some(test.model.clone()),
-            Some(test.column.clone()),
+            Some(test.column.clone()).filter(|c| !c.is_empty()),
         ),
         NodeSpec::Test {
             severity, attached, ..
@@ -314,7 +309,7 @@ async fn run_node(context: &Context, index: usize) -> NodeResult {
     let mut result = base_result(node);
     let clock = Instant::now();
     let outcome = match &node.spec {
-        NodeSpec::Seed { column_types } => run_seed(context, node, column_types).await,
+        NodeSpec::Seed { .. } => run_seed(context, node).await,
         NodeSpec::Model { .. } => run_model(context, node).await,
         NodeSpec::Test { spec, severity, .. } => run_test(context, node, spec, *severity)
             .await
@@ -346,11 +341,15 @@ async fn run_node(context: &Context, index: usize) -> NodeResult {
     result
 }
 
-async fn run_seed(
-    context: &Context,
-    node: &Node,
-    column_types: &BTreeMap<String, String>,
-) -> Result<(Status, Option<u64>), ModelError> {
+async fn run_seed(context: &Context, node: &Node) -> Result<(Status, Option<u64>), ModelError> {
+    let NodeSpec::Seed {
+        column_types,
+        quote_columns,
+        delimiter,
+    } = &node.spec
+    else {
+        unreachable!("run_seed is called for seeds");
+    };
     let target = node.relation.as_ref().expect("seeds have a relation");
     let mut conn = context
         .pool
@@ -362,7 +361,11 @@ async fn run_seed(
         &node.name,
         &node.path,
         target,
-        column_types,
+        &super::seeds::SeedFormat {
+            column_types: column_types.clone(),
+            quote_columns: *quote_columns,
+            delimiter: *delimiter,
+        },
         context.options.full_refresh,
         &context.swap_lock,
     )
@@ -416,6 +419,14 @@ async fn run_model(context: &Context, node: &Node) -> Result<(Status, Option<u64
         Some(header) => Some(render(&scope, &node.name, &node.path, header, incremental)?.sql),
         None => None,
     };
+    for hook in &config.pre_hook {
+        let hook = render(&scope, &node.name, &node.path, hook, incremental)?.sql;
+        if hook.trim().is_empty() {
+            continue;
+        }
+        let site = SqlSite { sql: &hook, ..site };
+        materialize::run(&mut conn, &site, &hook).await?;
+    }
     let built = materialize::materialize(
         &mut conn,
         config,
@@ -467,8 +478,16 @@ async fn run_test(
     let plan = &context.plan;
     // What the test may read by `loaded_at_field` (see `data_tests`): the model a generic
     // test is declared on, the `changed_rows()` of a singular test.
+    let relation_of = |name: &str| {
+        plan.relations
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Relation::new(plan.schema.clone(), name))
+    };
     let scoped: Vec<(Relation, String)> = match spec {
-        TestSpec::Generic(test) => vec![Relation::new(plan.schema.clone(), test.model.clone())],
+        // The project's own generic tests read the model as they please: every row.
+        TestSpec::Generic(test) if matches!(test.kind, GenericKind::Custom { .. }) => Vec::new(),
+        TestSpec::Generic(test) => vec![relation_of(&test.model)],
         TestSpec::Singular { changed, .. } => changed.clone(),
     }
     .into_iter()
@@ -492,12 +511,17 @@ async fn run_test(
                     }
                 }
                 TestSpec::Generic(test) => {
-                    let model = Relation::new(plan.schema.clone(), test.model.clone());
+                    let model = relation_of(&test.model);
+                    if let GenericKind::Custom {
+                        test: macro_name,
+                        args,
+                    } = &test.kind
+                    {
+                        return custom_test_query(context, node, test, &model, macro_name, args);
+                    }
                     let to = match &test.kind {
                         GenericKind::Relationships { to, .. } => Some(match to {
-                            RelationRef::Ref(name) => {
-                                Relation::new(plan.schema.clone(), name.clone())
-                            }
+                            RelationRef::Ref(name) => relation_of(name),
                             RelationRef::Source(source, table) => {
                                 let found = &plan.project.sources[&(source.clone(), table.clone())];
                                 Relation::new(found.schema.clone(), found.identifier.clone())
@@ -523,7 +547,7 @@ async fn run_test(
     if let TestSpec::Generic(test) = spec
         && test.kind == GenericKind::Unique
     {
-        let model = Relation::new(plan.schema.clone(), test.model.clone());
+        let model = relation_of(&test.model);
         if let Some(index) = unique_index(&mut conn, &model, &test.column)
             .await
             .map_err(|e| test_site(node, "").error("", e))?
@@ -549,13 +573,10 @@ async fn run_test(
         let scoped = query(Some(&changed))?;
         // `unique` has a second shape; the planner picks (see `unique_per_value_query`).
         let per_value = match spec {
-            TestSpec::Generic(test) => changed.values().next().and_then(|rows| {
-                unique_per_value_query(
-                    test,
-                    &Relation::new(plan.schema.clone(), test.model.clone()),
-                    rows,
-                )
-            }),
+            TestSpec::Generic(test) => changed
+                .values()
+                .next()
+                .and_then(|rows| unique_per_value_query(test, &relation_of(&test.model), rows)),
             TestSpec::Singular { .. } => None,
         };
         match per_value {
@@ -577,6 +598,39 @@ async fn run_test(
         failures,
         coverage,
         message: None,
+    })
+}
+
+/// The failing-rows query of a generic test the project defines: its macro rendered with the
+/// model (as `(select * from model where …) dbt_subquery` when the test has a `where`, as dbt
+/// does), the column and the YAML arguments.
+fn custom_test_query(
+    context: &Context,
+    node: &Node,
+    test: &super::project::GenericTest,
+    model: &Relation,
+    macro_name: &str,
+    args: &serde_yaml::Mapping,
+) -> Result<TestQuery, ModelError> {
+    let model_value = match &test.where_clause {
+        Some(condition) => minijinja::Value::from_safe_string(format!(
+            "(select * from {model} where {condition}) dbt_subquery"
+        )),
+        None => minijinja::Value::from_object(model.clone()),
+    };
+    let column = Some(test.column.as_str()).filter(|c| !c.is_empty());
+    let rendered = render_generic_test(
+        &context.render_scope(None),
+        &node.name,
+        &node.path,
+        macro_name,
+        model_value,
+        column,
+        args,
+    )?;
+    Ok(TestQuery {
+        sql: rendered.sql,
+        values: None,
     })
 }
 

@@ -8,16 +8,19 @@
 pub mod bench;
 pub mod config;
 pub mod data_tests;
+pub mod dbt_project;
 pub mod ddl;
 pub mod error;
 pub mod execute;
 pub mod graph;
+pub mod macros;
 pub mod materialize;
 pub mod plan;
 pub mod project;
 pub mod render;
 pub mod results;
 pub mod schedule;
+pub mod seed_types;
 pub mod seeds;
 pub mod select;
 
@@ -37,13 +40,16 @@ pub use schedule::{LockedBuild, Schedule, build_locked, run_scheduled};
 /// The default models folder and target folder, relative to the working directory.
 pub const DEFAULT_MODELS_DIR: &str = "models";
 pub const DEFAULT_TARGET_DIR: &str = "target";
-/// Where models and seeds build (ARCHITECTURE §5).
+/// Where models and seeds build (ARCHITECTURE §5); dbt's target schema.
 pub const DEFAULT_SCHEMA: &str = "analytics";
+/// `target.name` in templates (dbt's profile target).
+pub const DEFAULT_TARGET_NAME: &str = "dev";
 /// See [`BuildOptions::test_lookback`]; the models' `incremental_lookback` defaults to the same.
 pub const DEFAULT_TEST_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// A models folder (our layout) or a dbt project (a folder with `dbt_project.yml`).
     pub models_dir: PathBuf,
     /// Selectors (`m`, `+m`, `m+`, `tag:x`, `path:dir`); empty selects everything.
     pub select: Vec<String>,
@@ -56,14 +62,21 @@ pub struct BuildOptions {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Where `run_results.json` and `compiled/<model>.sql` go; none writes no files.
     pub target_dir: Option<PathBuf>,
-    /// The schema models and seeds build into.
+    /// The schema models and seeds build into (dbt's target schema; a custom `schema` config
+    /// builds into `<schema>_<custom>`).
     pub schema: String,
+    /// `target.name` in templates.
+    pub target_name: String,
     /// Which rows data tests check: everything (dbt's way, the default), or on models with a
     /// `loaded_at_field`, the rows loaded since the test last passed.
     pub test_scope: TestScope,
     /// With `TestScope::Changed`: how far before the rows a test last checked it starts again,
     /// for loads that committed out of order (as `incremental_lookback` does for the models).
     pub test_lookback: std::time::Duration,
+    /// Plan what can be planned: models and tests whose templates do not render are left out
+    /// and reported in the compatibility report instead of failing the plan
+    /// (`--dbt-compat-report`).
+    pub tolerant: bool,
 }
 
 impl Default for BuildOptions {
@@ -77,8 +90,10 @@ impl Default for BuildOptions {
             vars: BTreeMap::new(),
             target_dir: None,
             schema: DEFAULT_SCHEMA.to_string(),
+            target_name: DEFAULT_TARGET_NAME.to_string(),
             test_scope: TestScope::All,
             test_lookback: DEFAULT_TEST_LOOKBACK,
+            tolerant: false,
         }
     }
 }

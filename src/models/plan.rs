@@ -11,9 +11,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::config::{ConfigValue, Materialization, ModelConfig, RawConfig, Severity};
+use super::dbt_project::folder_config;
 use super::graph::Dag;
-use super::project::{GenericKind, GenericTest, Project, RelationRef};
-use super::render::{Relation, RenderScope, Rendered, ScannedCall, render, scan_calls};
+use super::macros;
+use super::project::{GenericKind, GenericTest, Project, RelationRef, column_types};
+use super::render::{
+    JinjaContext, Relation, RenderScope, Rendered, ScannedCall, render, render_config_text,
+    render_schema_name, scan_calls,
+};
 use super::select::Selector;
 use super::{BuildOptions, ModelError};
 
@@ -52,6 +57,11 @@ pub enum TestSpec {
 pub enum NodeSpec {
     Seed {
         column_types: BTreeMap<String, String>,
+        /// dbt's `quote_columns` (default true): keep the header's case (else names fold to
+        /// lower case, as unquoted names do).
+        quote_columns: bool,
+        /// The CSV delimiter (`delimiter` config), `,` by default.
+        delimiter: u8,
     },
     Model {
         config: ModelConfig,
@@ -110,7 +120,14 @@ pub struct Plan {
     pub order: Vec<usize>,
     /// Execution dependencies among selected nodes (lineage plus "after the parents' tests").
     pub run_parents: BTreeMap<usize, Vec<usize>>,
+    /// The target schema.
     pub schema: String,
+    /// Every seed and model by name, and where it builds.
+    pub relations: BTreeMap<String, Relation>,
+    /// Macros, docs, target name and start time, for rendering at build time.
+    pub jinja: JinjaContext,
+    /// `--vars` over dbt_project.yml's `vars:`.
+    pub vars: BTreeMap<String, serde_json::Value>,
 }
 
 impl Plan {
@@ -126,6 +143,50 @@ impl Plan {
             .iter()
             .map(|&i| self.nodes[i].name.as_str())
             .collect()
+    }
+
+    /// What `--dbt-compat-report` prints: everything in the project that was ignored or not
+    /// honoured, one line each, and the features no project file can ask for.
+    pub fn compat_report(&self) -> String {
+        let mut out = String::new();
+        let layout = &self.project.layout;
+        let _ = writeln!(
+            out,
+            "project {} ({}): {} models, {} seeds, {} tests, {} macro files",
+            layout.name.as_deref().unwrap_or("(etl models folder)"),
+            self.project.dir.display(),
+            self.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Model)
+                .count(),
+            self.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Seed)
+                .count(),
+            self.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Test)
+                .count(),
+            self.project.macros.len(),
+        );
+        if self.project.compat.is_empty() {
+            out.push_str("nothing in the project was ignored\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "ignored or not honoured ({}):",
+                self.project.compat.len()
+            );
+            for line in &self.project.compat {
+                let _ = writeln!(out, "  - {line}");
+            }
+        }
+        out.push_str(
+            "never supported: profiles.yml (the target is DATABASE_URL and --schema), packages \
+             (dbt_utils …), ephemeral models, snapshot blocks, Python models, source freshness, \
+             docs generation, store_failures, macros returning lists or dicts with return()\n",
+        );
+        out
     }
 
     /// The plan as printed by `--list`: one line per node in build order.
@@ -228,57 +289,255 @@ pub enum GraphFormat {
     Dot,
 }
 
+/// dbt's default `generate_schema_name`: the target schema, or `<target>_<custom>`.
+pub fn schema_name(target: &str, custom: Option<&str>) -> String {
+    match custom.map(str::trim) {
+        None | Some("") => target.to_string(),
+        Some(custom) => format!("{target}_{custom}"),
+    }
+}
+
+/// Config keys that change what is built and are honoured (others are reported).
+const HONOURED: &[&str] = &[
+    "materialized",
+    "unique_key",
+    "tags",
+    "incremental_strategy",
+    "check_cols",
+    "strategy",
+    "severity",
+    "enabled",
+    "invalidate_hard_deletes",
+    "hard_deletes",
+    "post_hook",
+    "pre_hook",
+    "loaded_at_field",
+    "sql_header",
+    "schema",
+    "alias",
+];
+
 /// Plans a build of `options.models_dir`. No database is touched.
 pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
-    let project = Project::discover(&options.models_dir)?;
+    let mut project = Project::discover(&options.models_dir)?;
     for (model, file) in &project.undeclared {
         tracing::warn!(%model, file = %file.display(), "YAML describes a model that has no .sql file; its tests are ignored");
     }
-    let names: BTreeSet<String> = project
-        .models
-        .iter()
-        .map(|m| m.name.clone())
-        .chain(project.seeds.iter().map(|s| s.name.clone()))
-        .collect();
-    let scope = RenderScope {
-        schema: &options.schema,
-        nodes: &names,
-        sources: &project.sources,
-        vars: &options.vars,
-        changed: None,
+    let mut vars = project.layout.vars.clone();
+    vars.extend(options.vars.clone());
+    let jinja = JinjaContext {
+        macros: macros::joined(&project.macros),
+        macro_names: macros::macro_names(&project.macros),
+        docs: project.docs.clone(),
+        target_name: options.target_name.clone(),
+        run_started_at: chrono::Utc::now(),
     };
-
-    let mut nodes: Vec<Node> = Vec::new();
-    // Refs of each node by name, resolved to indices once every node exists.
-    let mut refs: Vec<BTreeSet<String>> = Vec::new();
-    for seed in &project.seeds {
-        nodes.push(Node {
-            name: seed.name.clone(),
-            kind: NodeKind::Seed,
-            path: seed.path.clone(),
-            tags: Vec::new(),
-            relation: Some(Relation::new(options.schema.clone(), seed.name.clone())),
-            spec: NodeSpec::Seed {
-                column_types: seed.column_types.clone(),
-            },
-        });
-        refs.push(BTreeSet::new());
+    for name in ["generate_alias_name", "generate_database_name"] {
+        if jinja.macro_names.contains(name) {
+            project.compat.push(format!(
+                "macro {name}: not honoured (dbt's default applies)"
+            ));
+        }
     }
-    let mut disabled = BTreeSet::new();
+
+    if options.tolerant {
+        drop_unrenderable(&mut project, &options.schema, &vars, &jinja);
+    }
+
+    // Folder and YAML configs first: they say where each node builds before any template is
+    // rendered; a model's own config() may still move it (then every model renders again).
+    let mut base_configs: BTreeMap<String, RawConfig> = BTreeMap::new();
     for model in &project.models {
-        let rendered = render(&scope, &model.name, &model.path, &model.sql, false)?;
-        let scanned = check_scanned(&scope, &model.name, &model.path, &model.sql)?;
-        let mut raw: RawConfig = project
+        let mut raw = folder_config(&project.layout.models, &model.fqn);
+        let yaml: RawConfig = project
             .yaml_configs
             .get(&model.name)
             .map(|yaml| {
                 yaml.iter()
-                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), ConfigValue::from_yaml(v))))
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str()?.replace('-', "_"), ConfigValue::from_yaml(v)))
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        raw.extend(rendered.config.clone());
-        let config = ModelConfig::from_raw(&raw).map_err(|message| ModelError::BadConfig {
+        merge_config(&mut raw, yaml);
+        base_configs.insert(model.name.clone(), raw);
+    }
+    let mut seed_configs: BTreeMap<String, RawConfig> = BTreeMap::new();
+    for seed in &project.seeds {
+        let mut raw = folder_config(&project.layout.seeds, &seed.fqn);
+        merge_config(&mut raw, seed.config.clone());
+        seed_configs.insert(seed.name.clone(), raw);
+    }
+    // YAML values may hold Jinja (`+enabled: "{{ var('x', false) }}"`): render them, except
+    // the SQL that is rendered when the model is built (hooks, headers: `{{ this }}`).
+    for (name, raw) in base_configs.iter_mut().chain(seed_configs.iter_mut()) {
+        for (key, value) in raw.iter_mut() {
+            if let ConfigValue::Text(text) = value
+                && text.contains("{{")
+                && !["post_hook", "pre_hook", "sql_header"].contains(&key.as_str())
+            {
+                *value = render_config_text(text, &vars, &options.schema, &options.target_name)
+                    .map_err(|message| ModelError::BadConfig {
+                        model: name.clone(),
+                        file: project
+                            .layout
+                            .root
+                            .join(super::dbt_project::DBT_PROJECT_FILE),
+                        message,
+                    })?;
+            }
+        }
+    }
+    // The project's own generate_schema_name macro, when it has one, names the schemas.
+    let no_relations = BTreeMap::new();
+    let schema_scope = RenderScope {
+        schema: &options.schema,
+        nodes: &no_relations,
+        sources: &project.sources,
+        vars: &vars,
+        changed: None,
+        jinja: &jinja,
+    };
+    let own_schema_names = jinja.macro_names.contains("generate_schema_name");
+    let fqn_of = |name: &str| -> (&'static str, Vec<String>, PathBuf) {
+        match project.models.iter().find(|m| m.name == name) {
+            Some(m) => ("model", m.fqn.clone(), m.path.clone()),
+            None => project
+                .seeds
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| ("seed", s.fqn.clone(), s.path.clone()))
+                .unwrap_or(("model", Vec::new(), PathBuf::new())),
+        }
+    };
+    let relation_of = |name: &str, raw: &RawConfig| -> Result<Relation, ModelError> {
+        let text = |key: &str| match raw.get(key) {
+            Some(ConfigValue::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let custom = text("schema");
+        let schema = if own_schema_names {
+            let (resource_type, fqn, path) = fqn_of(name);
+            render_schema_name(
+                &schema_scope,
+                custom.as_deref(),
+                name,
+                resource_type,
+                &fqn,
+                &path,
+            )?
+        } else {
+            schema_name(&options.schema, custom.as_deref())
+        };
+        Ok(Relation::new(
+            schema,
+            text("alias").unwrap_or_else(|| name.to_string()),
+        ))
+    };
+    let mut relations: BTreeMap<String, Relation> = BTreeMap::new();
+    for (name, raw) in base_configs.iter().chain(&seed_configs) {
+        relations.insert(name.clone(), relation_of(name, raw)?);
+    }
+    let render_all = |relations: &BTreeMap<String, Relation>| -> Result<Vec<Rendered>, ModelError> {
+        let scope = RenderScope {
+            schema: &options.schema,
+            nodes: relations,
+            sources: &project.sources,
+            vars: &vars,
+            changed: None,
+            jinja: &jinja,
+        };
+        project
+            .models
+            .iter()
+            .map(|model| render(&scope, &model.name, &model.path, &model.sql, false))
+            .collect()
+    };
+    let mut rendered_models = render_all(&relations)?;
+    let mut configs: BTreeMap<String, RawConfig> = BTreeMap::new();
+    let mut moved = false;
+    for (model, rendered) in project.models.iter().zip(&rendered_models) {
+        let mut raw = base_configs[&model.name].clone();
+        merge_config(&mut raw, rendered.config.clone());
+        let relation = relation_of(&model.name, &raw)?;
+        if relations[&model.name] != relation {
+            moved = true;
+            relations.insert(model.name.clone(), relation);
+        }
+        configs.insert(model.name.clone(), raw);
+    }
+    if moved {
+        rendered_models = render_all(&relations)?;
+    }
+    let scope = RenderScope {
+        schema: &options.schema,
+        nodes: &relations,
+        sources: &project.sources,
+        vars: &vars,
+        changed: None,
+        jinja: &jinja,
+    };
+    let names: BTreeSet<String> = relations.keys().cloned().collect();
+
+    let mut nodes: Vec<Node> = Vec::new();
+    // Refs of each node by name, resolved to indices once every node exists.
+    let mut refs: Vec<BTreeSet<String>> = Vec::new();
+    let mut disabled = BTreeSet::new();
+    for seed in &project.seeds {
+        let raw = &seed_configs[&seed.name];
+        report_ignored(
+            &mut project.compat,
+            "seed",
+            &seed.name,
+            raw,
+            &["column_types", "quote_columns", "delimiter"],
+        );
+        let bad = |message: String| ModelError::BadConfig {
+            model: seed.name.clone(),
+            file: seed.path.clone(),
+            message,
+        };
+        let config = ModelConfig::from_raw(raw).map_err(&bad)?;
+        if !config.enabled {
+            disabled.insert(seed.name.clone());
+            continue;
+        }
+        let mut types = match raw.get("column_types") {
+            Some(ConfigValue::Map(map)) => column_types(map).map_err(&bad)?,
+            _ => BTreeMap::new(),
+        };
+        types.extend(seed.column_types.clone());
+        // dbt-postgres quotes seed columns unless told not to.
+        let quote_columns = !matches!(raw.get("quote_columns"), Some(ConfigValue::Bool(false)));
+        let delimiter = match raw.get("delimiter") {
+            None => b',',
+            Some(ConfigValue::Text(d)) if d.len() == 1 => d.as_bytes()[0],
+            Some(other) => {
+                return Err(bad(format!(
+                    "delimiter must be one character, not {other:?}"
+                )));
+            }
+        };
+        nodes.push(Node {
+            name: seed.name.clone(),
+            kind: NodeKind::Seed,
+            path: seed.path.clone(),
+            tags: config.tags.clone(),
+            relation: Some(relations[&seed.name].clone()),
+            spec: NodeSpec::Seed {
+                column_types: types,
+                quote_columns,
+                delimiter,
+            },
+        });
+        refs.push(BTreeSet::new());
+    }
+    for (model, rendered) in project.models.iter().zip(rendered_models) {
+        let scanned = check_scanned(&scope, &model.name, &model.path, &model.sql)?;
+        let raw = &configs[&model.name];
+        report_ignored(&mut project.compat, "model", &model.name, raw, &[]);
+        let config = ModelConfig::from_raw(raw).map_err(|message| ModelError::BadConfig {
             model: model.name.clone(),
             file: model.path.clone(),
             message,
@@ -295,7 +554,7 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
             kind: NodeKind::Model,
             path: model.path.clone(),
             tags: config.tags.clone(),
-            relation: Some(Relation::new(options.schema.clone(), model.name.clone())),
+            relation: Some(relations[&model.name].clone()),
             spec: NodeSpec::Model {
                 config,
                 template: model.sql.clone(),
@@ -339,6 +598,25 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
                     test.name
                 ),
             });
+        }
+        if let GenericKind::Custom { args, .. } = &test.kind {
+            // A project's test may compare with other models: `to: ref('x')` arguments.
+            for value in args.values() {
+                if let Some(RelationRef::Ref(to)) =
+                    value.as_str().and_then(super::project::parse_relation_ref)
+                {
+                    if !names.contains(&to) {
+                        return Err(ModelError::Yaml {
+                            path: test.file.clone(),
+                            message: format!(
+                                "test {} refs {to}, which is neither a model nor a seed",
+                                test.name
+                            ),
+                        });
+                    }
+                    test_refs.insert(to);
+                }
+            }
         }
         refs.push(test_refs);
         nodes.push(Node {
@@ -431,7 +709,125 @@ pub fn plan(options: &BuildOptions) -> Result<Plan, ModelError> {
         order,
         run_parents,
         schema: options.schema.clone(),
+        relations,
+        jinja,
+        vars,
     })
+}
+
+/// For the compatibility report: leaves out (and reports) every model and singular test whose
+/// template does not render, and then those that ref them, until everything left renders.
+fn drop_unrenderable(
+    project: &mut Project,
+    schema: &str,
+    vars: &BTreeMap<String, serde_json::Value>,
+    jinja: &JinjaContext,
+) {
+    loop {
+        let relations: BTreeMap<String, Relation> = project
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(project.seeds.iter().map(|s| s.name.clone()))
+            .map(|name| (name.clone(), Relation::new(schema, name)))
+            .collect();
+        let scope = RenderScope {
+            schema,
+            nodes: &relations,
+            sources: &project.sources,
+            vars,
+            changed: None,
+            jinja,
+        };
+        let mut failed = Vec::new();
+        for model in &project.models {
+            if let Err(error) = render(&scope, &model.name, &model.path, &model.sql, false)
+                .and_then(|_| check_scanned(&scope, &model.name, &model.path, &model.sql))
+            {
+                failed.push((model.name.clone(), error.to_string()));
+            }
+        }
+        let mut failed_tests = Vec::new();
+        for test in &project.singular_tests {
+            if let Err(error) = render(&scope, &test.name, &test.path, &test.sql, false)
+                .and_then(|_| check_scanned(&scope, &test.name, &test.path, &test.sql))
+            {
+                failed_tests.push((test.name.clone(), error.to_string()));
+            }
+        }
+        if failed.is_empty() && failed_tests.is_empty() {
+            return;
+        }
+        for (name, message) in &failed {
+            project
+                .compat
+                .push(format!("model {name} cannot be built: {message}"));
+        }
+        for (name, message) in &failed_tests {
+            project
+                .compat
+                .push(format!("test {name} cannot be run: {message}"));
+        }
+        project
+            .models
+            .retain(|m| !failed.iter().any(|(name, _)| *name == m.name));
+        project
+            .singular_tests
+            .retain(|t| !failed_tests.iter().any(|(name, _)| *name == t.name));
+        let models = &project.models;
+        let seeds = &project.seeds;
+        let known = |name: &str| {
+            models.iter().any(|m| m.name == name) || seeds.iter().any(|s| s.name == name)
+        };
+        project.generic_tests.retain(|t| {
+            let target_known = match &t.kind {
+                GenericKind::Relationships {
+                    to: RelationRef::Ref(to),
+                    ..
+                } => known(to),
+                _ => true,
+            };
+            known(&t.model) && target_known
+        });
+    }
+}
+
+/// `over` on top of `raw`; `tags` add up (as dbt's do).
+fn merge_config(raw: &mut RawConfig, over: RawConfig) {
+    for (key, value) in over {
+        if key == "tags"
+            && let (Some(before), Some(added)) = (
+                raw.get("tags").and_then(ConfigValue::as_list),
+                value.as_list(),
+            )
+        {
+            let mut tags = before;
+            tags.extend(
+                added
+                    .into_iter()
+                    .filter(|t| !tags.contains(t))
+                    .collect::<Vec<_>>(),
+            );
+            raw.insert(key, ConfigValue::List(tags));
+            continue;
+        }
+        raw.insert(key, value);
+    }
+}
+
+/// One line of the compatibility report per config key that is not honoured.
+fn report_ignored(
+    compat: &mut Vec<String>,
+    what: &str,
+    name: &str,
+    raw: &RawConfig,
+    also_honoured: &[&str],
+) {
+    for key in raw.keys() {
+        if !HONOURED.contains(&key.as_str()) && !also_honoured.contains(&key.as_str()) {
+            compat.push(format!("{what} {name}: config {key} is ignored"));
+        }
+    }
 }
 
 /// `changed_rows()` reads a model by its `loaded_at_field`, so it must have one.
@@ -463,14 +859,11 @@ fn check_changed_rows(nodes: &[Node], schema: &str) -> Result<(), ModelError> {
 /// The `loaded_at_field` of the model built at `relation`, if it has one.
 pub fn loaded_at_field<'a>(
     nodes: &'a [Node],
-    schema: &str,
+    _schema: &str,
     relation: &Relation,
 ) -> Option<&'a str> {
-    if relation.schema != schema {
-        return None;
-    }
     nodes.iter().find_map(|n| match &n.spec {
-        NodeSpec::Model { config, .. } if n.name == relation.name => {
+        NodeSpec::Model { config, .. } if n.relation.as_ref() == Some(relation) => {
             config.loaded_at_field.as_deref()
         }
         _ => None,
@@ -488,7 +881,7 @@ fn check_scanned(
     for call in scan_calls(template) {
         match call {
             ScannedCall::Ref { name, line } => {
-                if !scope.nodes.contains(&name) {
+                if !scope.nodes.contains_key(&name) {
                     return Err(ModelError::UnknownRef {
                         model: model.to_string(),
                         file: file.to_path_buf(),

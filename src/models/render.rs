@@ -1,6 +1,8 @@
 //! Rendering a model's Jinja with dbt's vocabulary (minijinja): `config`, `ref`, `source`,
-//! `this`, `is_incremental`, `var`, `env_var`; and for tests `changed_rows(ref('m'))`, the rows
-//! of `m` a test checks with `--test-scope changed` (see [`super::data_tests`]).
+//! `this`, `is_incremental`, `var`, `env_var`, `target` (`schema`, `name`, `type`),
+//! `adapter.quote`, `run_started_at`, `doc`, `execute`, `log`, the project's macros (see
+//! [`super::macros`]); and for tests `changed_rows(ref('m'))`, the rows of `m` a test checks
+//! with `--test-scope changed` (see [`super::data_tests`]).
 //!
 //! Rendering also records what the model referenced, which is how the DAG is found. Because a
 //! `ref` inside a branch that did not render (`{% if is_incremental() %}`) would be missed, the
@@ -76,18 +78,170 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What every template of a project sees besides relations: its macros and docs, the target's
+/// name, the time the run started.
+#[derive(Debug, Clone)]
+pub struct JinjaContext {
+    /// Every macro file, joined (see [`super::macros::joined`]).
+    pub macros: String,
+    /// The macros they define, imported into every template.
+    pub macro_names: BTreeSet<String>,
+    pub docs: BTreeMap<String, String>,
+    /// `target.name` (dbt's profile target; `--target`).
+    pub target_name: String,
+    pub run_started_at: DateTime<Utc>,
+}
+
+impl Default for JinjaContext {
+    fn default() -> Self {
+        Self {
+            macros: String::new(),
+            macro_names: BTreeSet::new(),
+            docs: BTreeMap::new(),
+            target_name: super::DEFAULT_TARGET_NAME.to_string(),
+            run_started_at: Utc::now(),
+        }
+    }
+}
+
 /// What templates may refer to.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderScope<'a> {
-    /// The schema models and seeds build into.
+    /// The target schema (dbt's default schema).
     pub schema: &'a str,
-    /// Names of every model and seed.
-    pub nodes: &'a BTreeSet<String>,
+    /// Every model and seed, and where it builds.
+    pub nodes: &'a BTreeMap<String, Relation>,
     pub sources: &'a BTreeMap<(String, String), SourceTable>,
     pub vars: &'a BTreeMap<String, serde_json::Value>,
     /// What `changed_rows(rel)` reads for each relation; a relation not here (and every
     /// relation when none) is read whole.
     pub changed: Option<&'a BTreeMap<Relation, ChangedRows>>,
+    pub jinja: &'a JinjaContext,
+}
+
+/// `adapter`: `adapter.quote('name')`.
+#[derive(Debug)]
+struct Adapter;
+
+impl Object for Adapter {
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut minijinja::State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        match (method, args) {
+            ("quote", [name]) => Ok(Value::from_safe_string(quote_ident(
+                &name.as_str().map_or_else(|| name.to_string(), String::from),
+            ))),
+            // dbt's dispatch: the project's `postgres__<name>` macro, else `default__<name>`
+            // (a macro namespace, the second argument, is not searched: packages are not
+            // supported).
+            ("dispatch", [name, ..]) => {
+                let name = name.as_str().unwrap_or_default();
+                for candidate in [format!("postgres__{name}"), format!("default__{name}")] {
+                    let found = _state.lookup(&candidate);
+                    if let Some(found) = found.filter(|v| !v.is_undefined()) {
+                        return Ok(found);
+                    }
+                }
+                Err(Error::new(
+                    ErrorKind::UnknownFunction,
+                    format!(
+                        "adapter.dispatch({name:?}): no postgres__{name} or default__{name} macro"
+                    ),
+                ))
+            }
+            _ => Err(Error::new(
+                ErrorKind::UnknownMethod,
+                format!("adapter.{method} is not supported (only quote and dispatch)"),
+            )),
+        }
+    }
+}
+
+/// `dbt`: the few cross-database macros of dbt's own namespace that staging models call, as
+/// dbt-postgres renders them (`dbt.date_trunc('day', c)`, `dbt.type_string()` …).
+#[derive(Debug)]
+struct DbtMacros;
+
+impl Object for DbtMacros {
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut minijinja::State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let arg = |i: usize| {
+            args.get(i)
+                .map(|a| a.as_str().map_or_else(|| a.to_string(), String::from))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::MissingArgument,
+                        format!("dbt.{method}() needs more arguments"),
+                    )
+                })
+        };
+        let sql = match method {
+            "date_trunc" => format!("date_trunc('{}', {})", arg(0)?, arg(1)?),
+            "dateadd" => format!("{} + ((interval '1 {}') * ({}))", arg(2)?, arg(0)?, arg(1)?),
+            "current_timestamp" => "now()".into(),
+            "type_string" => "TEXT".into(),
+            "type_timestamp" => "timestamp".into(),
+            "type_float" => "float".into(),
+            "type_numeric" => "numeric(28,6)".into(),
+            "type_bigint" => "bigint".into(),
+            "type_int" => "integer".into(),
+            "type_boolean" => "boolean".into(),
+            "cast" => format!("cast({} as {})", arg(0)?, arg(1)?),
+            "safe_cast" => format!("cast({} as {})", arg(0)?, arg(1)?),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::UnknownMethod,
+                    format!("dbt.{method}() is not supported"),
+                ));
+            }
+        };
+        Ok(Value::from_safe_string(sql))
+    }
+}
+
+/// `run_started_at`: prints as Python prints an aware datetime; `strftime` and `isoformat`.
+#[derive(Debug)]
+struct StartedAt(DateTime<Utc>);
+
+impl Object for StartedAt {
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut minijinja::State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        match (method, args) {
+            ("strftime", [format]) => {
+                let format = format.as_str().unwrap_or_default();
+                let mut out = String::new();
+                fmt::write(&mut out, format_args!("{}", self.0.format(format))).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("run_started_at.strftime: bad format {format:?}"),
+                    )
+                })?;
+                Ok(Value::from(out))
+            }
+            ("isoformat", []) => Ok(Value::from(
+                self.0.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::UnknownMethod,
+                format!("run_started_at.{method} is not supported (strftime, isoformat)"),
+            )),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d %H:%M:%S%.6f+00:00"))
+    }
 }
 
 /// The rows of a relation loaded after `since`, by its `loaded_at_field`.
@@ -158,20 +312,189 @@ pub fn render(
     is_incremental: bool,
 ) -> Result<Rendered, ModelError> {
     let capture = Arc::new(Mutex::new(Capture::default()));
+    let env = environment(scope, model, is_incremental, &capture)?;
+    let file_name = file.display().to_string();
+    let source = with_macro_imports(scope.jinja, template);
+    let result = env
+        .template_from_named_str(&file_name, &source)
+        .and_then(|t| t.render(()));
+    finish(result, &capture, model, file)
+}
+
+/// Renders the project's generic test `test` (a `{% test %}` block) with `model` (the
+/// relation, or a subquery when the test has a `where`), `column_name` (none for a test on the
+/// model) and the YAML arguments as keyword arguments.
+pub fn render_generic_test(
+    scope: &RenderScope<'_>,
+    name: &str,
+    file: &Path,
+    test: &str,
+    model: Value,
+    column_name: Option<&str>,
+    args: &serde_yaml::Mapping,
+) -> Result<Rendered, ModelError> {
+    let capture = Arc::new(Mutex::new(Capture::default()));
+    let env = environment(scope, name, false, &capture)?;
+    let mut context: BTreeMap<String, Value> = BTreeMap::new();
+    let mut call_args = vec!["model=model".to_string()];
+    context.insert("model".into(), model);
+    if let Some(column) = column_name {
+        context.insert("column_name".into(), Value::from(column));
+        call_args.push("column_name=column_name".into());
+    }
+    for (key, value) in args {
+        // Argument names were checked to be names when the YAML was read.
+        let Some(key) = key.as_str().filter(|k| super::macros::is_identifier(k)) else {
+            continue;
+        };
+        context.insert(key.to_string(), test_argument(scope, value));
+        call_args.push(format!("{key}={key}"));
+    }
+    let source = format!(
+        "{{% from {:?} import test_{test} %}}{{{{ test_{test}({}) }}}}",
+        super::macros::MACROS_TEMPLATE,
+        call_args.join(", ")
+    );
+    let result = env
+        .template_from_named_str(&file.display().to_string(), &source)
+        .and_then(|t| t.render(&context));
+    finish(result, &capture, name, file)
+}
+
+/// The schema the project's own `generate_schema_name(custom_schema_name, node)` macro gives a
+/// node (`node` has `name`, `resource_type`, `fqn`, `original_file_path`).
+pub fn render_schema_name(
+    scope: &RenderScope<'_>,
+    custom: Option<&str>,
+    name: &str,
+    resource_type: &str,
+    fqn: &[String],
+    file: &Path,
+) -> Result<String, ModelError> {
+    let capture = Arc::new(Mutex::new(Capture::default()));
+    let env = environment(scope, name, false, &capture)?;
+    let node = Value::from(BTreeMap::from([
+        ("name", Value::from(name)),
+        ("resource_type", Value::from(resource_type)),
+        ("fqn", Value::from(fqn.to_vec())),
+        (
+            "original_file_path",
+            Value::from(file.display().to_string()),
+        ),
+    ]));
+    let context = BTreeMap::from([
+        (
+            "custom_schema_name",
+            custom.map_or(Value::from(()), Value::from),
+        ),
+        ("node", node),
+    ]);
+    let source = format!(
+        "{{% from {:?} import generate_schema_name %}}{{{{ generate_schema_name(custom_schema_name, node) }}}}",
+        super::macros::MACROS_TEMPLATE
+    );
+    let result = env
+        .template_from_named_str(&file.display().to_string(), &source)
+        .and_then(|t| t.render(&context));
+    Ok(finish(result, &capture, name, file)?.sql.trim().to_string())
+}
+
+/// A YAML test argument as Jinja sees it: `ref('x')`/`source('a','b')` strings as relations.
+fn test_argument(scope: &RenderScope<'_>, value: &serde_yaml::Value) -> Value {
+    if let Some(text) = value.as_str() {
+        match super::project::parse_relation_ref(text) {
+            Some(super::project::RelationRef::Ref(name)) => {
+                if let Some(relation) = scope.nodes.get(&name) {
+                    return Value::from_object(relation.clone());
+                }
+            }
+            Some(super::project::RelationRef::Source(source, table)) => {
+                if let Some(found) = scope.sources.get(&(source, table)) {
+                    return Value::from_object(Relation::new(
+                        found.schema.clone(),
+                        found.identifier.clone(),
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    serde_json::to_value(value).map_or_else(|_| Value::from(()), |json| json_to_value(&json))
+}
+
+/// `{% from '<macros>' import a, b %}` before the template, on its first line (so line numbers
+/// stay), when the project has macros.
+fn with_macro_imports(jinja: &JinjaContext, template: &str) -> String {
+    if jinja.macro_names.is_empty() {
+        return template.to_string();
+    }
+    let names: Vec<&str> = jinja.macro_names.iter().map(String::as_str).collect();
+    format!(
+        "{{% from {:?} import {} %}}{template}",
+        super::macros::MACROS_TEMPLATE,
+        names.join(", ")
+    )
+}
+
+/// An environment with dbt's functions, capturing what the template refers to.
+fn environment(
+    scope: &RenderScope<'_>,
+    model: &str,
+    is_incremental: bool,
+    capture: &Arc<Mutex<Capture>>,
+) -> Result<Environment<'static>, ModelError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     let schema = scope.schema.to_string();
-    env.add_global(
-        "this",
-        Value::from_object(Relation::new(schema.clone(), model)),
-    );
+    if !scope.jinja.macros.is_empty() {
+        env.add_template_owned(super::macros::MACROS_TEMPLATE, scope.jinja.macros.clone())
+            .map_err(|error| ModelError::Template {
+                model: model.to_string(),
+                file: super::macros::MACROS_TEMPLATE.into(),
+                line: error.line().unwrap_or(0),
+                message: error
+                    .detail()
+                    .map_or_else(|| error.kind().to_string(), String::from),
+            })?;
+    }
+    let this = scope
+        .nodes
+        .get(model)
+        .cloned()
+        .unwrap_or_else(|| Relation::new(schema.clone(), model));
+    env.add_global("this", Value::from_object(this));
     env.add_global(
         "target",
         Value::from(BTreeMap::from([
             ("schema", Value::from(schema.clone())),
-            ("name", Value::from("default")),
+            ("name", Value::from(scope.jinja.target_name.clone())),
+            ("type", Value::from("postgres")),
+            ("threads", Value::from(1)),
         ])),
     );
+    env.add_global("adapter", Value::from_object(Adapter));
+    env.add_global("dbt", Value::from_object(DbtMacros));
+    env.add_global(
+        "run_started_at",
+        Value::from_object(StartedAt(scope.jinja.run_started_at)),
+    );
+    env.add_global("execute", Value::from(true));
+    // dbt's `return(x)` ends a macro with a value; here the macro renders the value instead,
+    // which is the same for the usual `{{ return(adapter.dispatch('m')(…)) }}`.
+    env.add_function("return", |value: Value| value);
+    env.set_unknown_method_callback(python_method);
+    env.add_function("log", |_message: Value, _kwargs: Kwargs| String::new());
+    {
+        let docs = scope.jinja.docs.clone();
+        env.add_function("doc", move |name: String| -> Result<String, Error> {
+            docs.get(&name).cloned().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("doc({name:?}): no {{% docs {name} %}} block"),
+                )
+            })
+        });
+    }
     {
         let capture = capture.clone();
         env.add_function("config", move |kwargs: Kwargs| -> Result<String, Error> {
@@ -188,22 +511,21 @@ pub fn render(
     {
         let capture = capture.clone();
         let nodes = scope.nodes.clone();
-        let schema = schema.clone();
         env.add_function(
             "ref",
             move |first: String, second: Option<String>| -> Result<Value, Error> {
                 // ref('package', 'model') names the model second.
                 let name = second.unwrap_or(first);
                 let mut capture = lock(&capture);
-                if !nodes.contains(&name) {
+                let Some(relation) = nodes.get(&name) else {
                     capture.failure = Some(Failure::UnknownRef(name.clone()));
                     return Err(Error::new(
                         ErrorKind::InvalidOperation,
                         format!("unknown ref {name:?}"),
                     ));
-                }
+                };
                 capture.refs.insert(name.clone());
-                Ok(Value::from_object(Relation::new(schema.clone(), name)))
+                Ok(Value::from_object(relation.clone()))
             },
         );
     }
@@ -283,11 +605,105 @@ pub fn render(
         },
     );
 
-    let file_name = file.display().to_string();
-    let result = env
-        .template_from_named_str(&file_name, template)
-        .and_then(|t| t.render(()));
-    let mut capture = lock(&capture);
+    Ok(env)
+}
+
+/// The Python methods dbt templates call on strings and dicts, which minijinja lacks.
+fn python_method(
+    _state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    let unknown = || {
+        let message = if value.is_undefined() {
+            format!(
+                "{method}() is called on something undefined (a package's macro, such as \
+                 dbt_utils.{method}? packages are not supported)"
+            )
+        } else {
+            format!("{}.{method}() is not supported", value.kind())
+        };
+        Error::new(ErrorKind::UnknownMethod, message)
+    };
+    let text_arg = |i: usize| args.get(i).and_then(|a| a.as_str().map(String::from));
+    if let Some(text) = value.as_str() {
+        let chars = text_arg(0);
+        let trim_set = |c: char| match &chars {
+            Some(set) => set.contains(c),
+            None => c.is_whitespace(),
+        };
+        return Ok(match method {
+            "upper" => Value::from(text.to_uppercase()),
+            "lower" => Value::from(text.to_lowercase()),
+            "strip" => Value::from(text.trim_matches(trim_set)),
+            "lstrip" => Value::from(text.trim_start_matches(trim_set)),
+            "rstrip" => Value::from(text.trim_end_matches(trim_set)),
+            "startswith" => Value::from(text.starts_with(&text_arg(0).ok_or_else(unknown)?)),
+            "endswith" => Value::from(text.ends_with(&text_arg(0).ok_or_else(unknown)?)),
+            "replace" => Value::from(text.replace(
+                &text_arg(0).ok_or_else(unknown)?,
+                &text_arg(1).ok_or_else(unknown)?,
+            )),
+            "split" => Value::from(match text_arg(0) {
+                Some(sep) => text
+                    .split(sep.as_str())
+                    .map(Value::from)
+                    .collect::<Vec<_>>(),
+                None => text.split_whitespace().map(Value::from).collect::<Vec<_>>(),
+            }),
+            "join" => Value::from(
+                args.first()
+                    .ok_or_else(unknown)?
+                    .try_iter()?
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                    .collect::<Vec<_>>()
+                    .join(text),
+            ),
+            _ => return Err(unknown()),
+        });
+    }
+    if value.kind() == minijinja::value::ValueKind::Map {
+        return match method {
+            "get" => {
+                let key = args.first().ok_or_else(unknown)?;
+                Ok(value
+                    .get_item(key)
+                    .ok()
+                    .filter(|v| !v.is_undefined())
+                    .or_else(|| args.get(1).cloned())
+                    .unwrap_or(Value::from(())))
+            }
+            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
+            "values" => Ok(Value::from(
+                value
+                    .try_iter()?
+                    .map(|k| value.get_item(&k).unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )),
+            "items" => Ok(Value::from(
+                value
+                    .try_iter()?
+                    .map(|k| {
+                        let v = value.get_item(&k).unwrap_or_default();
+                        Value::from(vec![k, v])
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Err(unknown()),
+        };
+    }
+    Err(unknown())
+}
+
+/// The rendered SQL and what it referred to, or the error, naming what failed.
+fn finish(
+    result: Result<String, Error>,
+    capture: &Mutex<Capture>,
+    model: &str,
+    file: &Path,
+) -> Result<Rendered, ModelError> {
+    let mut capture = lock(capture);
     match result {
         Ok(sql) => Ok(Rendered {
             sql: clean_sql(&sql),
@@ -323,6 +739,51 @@ pub fn render(
             })
         }
     }
+}
+
+/// A config value from YAML that holds Jinja (`+enabled: "{{ var('load', false) }}"`), rendered
+/// as dbt renders dbt_project.yml: with `var`, `env_var` and `target`. `True`/`False` become
+/// booleans.
+pub fn render_config_text(
+    text: &str,
+    vars: &BTreeMap<String, serde_json::Value>,
+    target_schema: &str,
+    target_name: &str,
+) -> Result<ConfigValue, String> {
+    let mut env = Environment::new();
+    let vars = vars.clone();
+    env.add_function(
+        "var",
+        move |name: String, default: Option<Value>| -> Result<Value, Error> {
+            match (vars.get(&name), default) {
+                (Some(value), _) => Ok(json_to_value(value)),
+                (None, Some(default)) => Ok(default),
+                (None, None) => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("var({name:?}) has no value and no default"),
+                )),
+            }
+        },
+    );
+    env.add_function("env_var", |name: String, default: Option<String>| {
+        std::env::var(&name).ok().or(default).unwrap_or_default()
+    });
+    env.add_global(
+        "target",
+        Value::from(BTreeMap::from([
+            ("schema", Value::from(target_schema)),
+            ("name", Value::from(target_name)),
+            ("type", Value::from("postgres")),
+        ])),
+    );
+    let rendered = env
+        .render_str(text, ())
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(match rendered.trim() {
+        "True" | "true" => ConfigValue::Bool(true),
+        "False" | "false" => ConfigValue::Bool(false),
+        other => ConfigValue::Text(other.to_string()),
+    })
 }
 
 /// Trailing whitespace and semicolons go: the SQL is wrapped in DDL.
@@ -461,13 +922,16 @@ mod tests {
     use super::*;
 
     type ScopeParts = (
-        BTreeSet<String>,
+        BTreeMap<String, Relation>,
         BTreeMap<(String, String), SourceTable>,
         BTreeMap<String, serde_json::Value>,
     );
 
     fn scope_parts() -> ScopeParts {
-        let nodes = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let nodes = ["a", "b"]
+            .iter()
+            .map(|s| (s.to_string(), Relation::new("analytics", *s)))
+            .collect();
         let sources = BTreeMap::from([(
             ("raw".to_string(), "t".to_string()),
             SourceTable {
@@ -491,6 +955,7 @@ mod tests {
             sources: &sources,
             vars: &vars,
             changed: None,
+            jinja: &JinjaContext::default(),
         };
         let template = "{{ config(materialized='incremental', unique_key=['x','y'], tags=['t']) }}\n\
             select * from {{ ref('a') }} join {{ source('raw', 't') }} using (id)\n\
@@ -512,6 +977,96 @@ mod tests {
     }
 
     #[test]
+    fn renders_what_real_projects_use() {
+        let (mut nodes, sources, vars) = scope_parts();
+        nodes.insert("b".into(), Relation::new("analytics_marts", "b"));
+        let files = [super::super::project::MacroFile {
+            path: "macros/m.sql".into(),
+            text: super::super::macros::translate(
+                "{% macro cents_to_dollars(col, scale=2) -%}\n({{ col }} / 100)::numeric(16, {{ scale }})\n{%- endmacro %}\n\
+                 {% macro twice(col) %}{{ cents_to_dollars(col) }} * 2{% endmacro %}\n\
+                 {% test positive(model, column_name) %}select * from {{ model }} where {{ column_name }} <= 0{% endtest %}\n\
+                 {% macro cents(c) -%}{{ return(adapter.dispatch('cents')(c)) }}{%- endmacro %}\n\
+                 {% macro default__cents(c) -%}({{ c }} / 100){%- endmacro %}\n\
+                 {% macro postgres__cents(c) -%}({{ c }}::numeric / 100){%- endmacro %}",
+            )
+            .0,
+        }];
+        let jinja = JinjaContext {
+            macros: super::super::macros::joined(&files),
+            macro_names: super::super::macros::macro_names(&files),
+            docs: BTreeMap::from([("d".to_string(), "The docs.".to_string())]),
+            target_name: "ci".into(),
+            run_started_at: "2025-01-02T03:04:05Z".parse().unwrap(),
+        };
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+            changed: None,
+            jinja: &jinja,
+        };
+        let template = "{#- a comment -#}\n{% set methods = ['card', 'cash'] %}\nselect\n\
+            {%- for m in methods %}\n  sum({{ adapter.quote(m) }}){% if not loop.last %},{% endif %}\n\
+            {%- endfor %}\n, {{ twice('amount') }}, '{{ target.name }}', '{{ run_started_at.strftime('%Y') }}'\n\
+            from {{ ref('b') }} -- {{ doc('d') }} {{ cents('x') }} {{ 'a,b'.split(',') | length }} {{ {'k': 1}.get('z', 2) }}";
+        let out = render(&scope, "m", Path::new("m.sql"), template, false).unwrap();
+        assert_eq!(
+            out.sql,
+            "select\n  sum(\"card\"),\n  sum(\"cash\")\n, (amount / 100)::numeric(16, 2) * 2, 'ci', '2025'\n\
+             from \"analytics_marts\".\"b\" -- The docs. (x::numeric / 100) 2 2"
+        );
+        let test = render_generic_test(
+            &scope,
+            "positive_b_x",
+            Path::new("schema.yml"),
+            "positive",
+            Value::from_object(Relation::new("analytics_marts", "b")),
+            Some("x"),
+            &serde_yaml::Mapping::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            test.sql,
+            "select * from \"analytics_marts\".\"b\" where x <= 0"
+        );
+    }
+
+    #[test]
+    fn the_projects_generate_schema_name_names_schemas() {
+        let (nodes, sources, vars) = scope_parts();
+        let files = [super::super::project::MacroFile {
+            path: "macros/s.sql".into(),
+            text: "{% macro generate_schema_name(custom_schema_name, node) %}\n\
+                   {% if node.resource_type == 'seed' %}{{ custom_schema_name | trim }}\n\
+                   {% elif custom_schema_name is none %}{{ target.schema }}\n\
+                   {% else %}{{ target.schema }}_x_{{ custom_schema_name }}{% endif %}\n\
+                   {% endmacro %}"
+                .into(),
+        }];
+        let jinja = JinjaContext {
+            macros: super::super::macros::joined(&files),
+            macro_names: super::super::macros::macro_names(&files),
+            ..JinjaContext::default()
+        };
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+            changed: None,
+            jinja: &jinja,
+        };
+        let name = |custom: Option<&str>, kind: &str| {
+            render_schema_name(&scope, custom, "n", kind, &[], Path::new("n.sql")).unwrap()
+        };
+        assert_eq!(name(Some(" raw "), "seed"), "raw");
+        assert_eq!(name(None, "model"), "analytics");
+        assert_eq!(name(Some("marts"), "model"), "analytics_x_marts");
+    }
+
+    #[test]
     fn unknown_ref_names_the_line() {
         let (nodes, sources, vars) = scope_parts();
         let scope = RenderScope {
@@ -520,6 +1075,7 @@ mod tests {
             sources: &sources,
             vars: &vars,
             changed: None,
+            jinja: &JinjaContext::default(),
         };
         let err = render(
             &scope,

@@ -312,6 +312,32 @@ impl RunSummary {
     }
 }
 
+/// Key of the transaction-level advisory lock under which [`ensure_bookkeeping`] runs
+/// ("etl_book" in ASCII), so that two builds starting together do not both create the tables.
+const BOOKKEEPING_LOCK_KEY: i64 = 0x6574_6c5f_626f_6f6b;
+
+/// Creates the history tables (`etl.model_runs`, `etl.test_results`) where they are missing:
+/// all the bookkeeping a dbt project's database gets (etl's own database is migrated instead).
+pub async fn ensure_bookkeeping(pool: &PgPool) -> Result<(), ModelError> {
+    let fail = ModelError::database;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(fail("creating the run history tables"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(BOOKKEEPING_LOCK_KEY)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("creating the run history tables"))?;
+    sqlx::raw_sql(include_str!("sql/bookkeeping.sql"))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("creating the run history tables"))?;
+    tx.commit()
+        .await
+        .map_err(fail("creating the run history tables"))
+}
+
 /// Appends one result to the history tables.
 pub async fn record(pool: &PgPool, run_id: Uuid, result: &NodeResult) -> Result<(), ModelError> {
     let finished_at = result.started_at

@@ -182,9 +182,13 @@ mod tests {
     #[test]
     fn cron_waits_for_the_next_match() {
         let cron = Schedule::cron("*/5 * * * *").unwrap();
-        let now = Utc::now();
-        let delay = cron.delay(now, now);
-        assert!(delay <= Duration::from_secs(300), "{delay:?}");
+        // Every time zone's offset is a whole number of 5 minutes, so the local */5 ticks are
+        // the UTC ones.
+        let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 2, 30).unwrap();
+        assert_eq!(cron.delay(now, now), Duration::from_secs(150));
+        // A tick that is due now is not run again at once: the next one is 5 minutes away.
+        let on_tick = Utc.with_ymd_and_hms(2025, 1, 1, 0, 5, 0).unwrap();
+        assert_eq!(cron.delay(on_tick, on_tick), Duration::from_secs(300));
         assert!(Schedule::cron("not cron").is_err());
     }
 }

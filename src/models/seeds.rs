@@ -1,23 +1,39 @@
-//! CSV seeds (`models/seeds/*.csv`) as tables: polars infers the column types from the whole
-//! file (integers → bigint, decimals → double precision, true/false → boolean, anything else →
-//! text; YAML `seeds: [{name, config: {column_types: {col: numeric}}}]` overrides), PostgreSQL's
-//! COPY reads the file itself.
+//! CSV seeds as tables, typed as dbt-postgres types them (see [`super::seed_types`]; YAML
+//! `seeds: [{name, config: {column_types: {col: numeric}}}]` overrides), written with COPY.
 //!
-//! A seed is loaded when its table is missing, when the file's content changed (its SHA-256 is
-//! kept in the table's comment) or with `--full-refresh`; otherwise it is left alone. Loading
-//! builds the table aside and swaps it in, so views on it survive (see [`super::ddl`]).
+//! A seed is loaded when its table is missing, when the file's content or its settings changed
+//! (their SHA-256 is kept in the table's comment) or with `--full-refresh`; otherwise it is
+//! left alone. Loading builds the table aside and swaps it in, so views on it survive (see
+//! [`super::ddl`]).
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 
-use polars::prelude::{CsvReadOptions, DataType, SerReader};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
 use super::ModelError;
 use super::ddl::{self, Replacement};
 use super::render::{Relation, quote_ident};
+use super::seed_types::read_seed;
+
+/// How a seed file is read: dbt's `column_types`, `quote_columns` and `delimiter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFormat {
+    pub column_types: BTreeMap<String, String>,
+    pub quote_columns: bool,
+    pub delimiter: u8,
+}
+
+impl Default for SeedFormat {
+    fn default() -> Self {
+        Self {
+            column_types: BTreeMap::new(),
+            quote_columns: true,
+            delimiter: b',',
+        }
+    }
+}
 
 const TABLE_COMMENT: &str = include_str!("sql/table_comment.sql");
 
@@ -33,7 +49,7 @@ pub async fn load_seed(
     name: &str,
     path: &Path,
     target: &Relation,
-    column_types: &BTreeMap<String, String>,
+    format: &SeedFormat,
     full_refresh: bool,
     swap_lock: &tokio::sync::Mutex<()>,
 ) -> Result<SeedOutcome, ModelError> {
@@ -47,7 +63,10 @@ pub async fn load_seed(
         path: path.to_path_buf(),
         source,
     })?;
-    let marker = format!("etl seed sha256:{:x}", Sha256::digest(&data));
+    let mut hasher = Sha256::new();
+    hasher.update(&data);
+    hasher.update(format!("{format:?}").as_bytes());
+    let marker = format!("etl seed sha256:{:x}", hasher.finalize());
     if !full_refresh {
         let comment: Option<Option<String>> = sqlx::query_scalar(TABLE_COMMENT)
             .bind(&target.schema)
@@ -59,7 +78,14 @@ pub async fn load_seed(
             return Ok(SeedOutcome { rows: None });
         }
     }
-    let columns = infer_columns(&data, column_types).map_err(fail)?;
+    let table = read_seed(
+        &data,
+        &format.column_types,
+        format.quote_columns,
+        format.delimiter,
+    )
+    .map_err(fail)?;
+    let columns = &table.columns;
     let tmp = target.with_suffix("__etl_tmp");
     let definition: Vec<String> = columns
         .iter()
@@ -76,11 +102,11 @@ pub async fn load_seed(
     .await
     .map_err(db_fail)?;
     let copy = format!(
-        "COPY {tmp} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "COPY {tmp} ({}) FROM STDIN WITH (FORMAT csv)",
         names.join(", ")
     );
     let mut sink = conn.copy_in_raw(&copy).await.map_err(db_fail)?;
-    if let Err(e) = sink.send(data).await {
+    if let Err(e) = sink.send(table.csv).await {
         let _ = sink.abort(e.to_string()).await;
         return Err(db_fail(e));
     }
@@ -95,63 +121,4 @@ pub async fn load_seed(
         return Err(db_fail(e));
     }
     Ok(SeedOutcome { rows: Some(rows) })
-}
-
-/// Column names and PostgreSQL types, inferred by polars from every row.
-pub fn infer_columns(
-    data: &[u8],
-    overrides: &BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, String> {
-    let frame = CsvReadOptions::default()
-        .with_has_header(true)
-        .with_infer_schema_length(None)
-        .into_reader_with_file_handle(Cursor::new(data))
-        .finish()
-        .map_err(|e| format!("polars could not read it as CSV: {e}"))?;
-    Ok(frame
-        .schema()
-        .iter()
-        .map(|(name, dtype)| {
-            let name = name.to_string();
-            let sql_type = overrides
-                .get(&name)
-                .cloned()
-                .unwrap_or_else(|| sql_type(dtype).to_string());
-            (name, sql_type)
-        })
-        .collect())
-}
-
-fn sql_type(dtype: &DataType) -> &'static str {
-    match dtype {
-        DataType::Boolean => "boolean",
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => "bigint",
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => "bigint",
-        DataType::UInt64 => "numeric",
-        DataType::Float32 | DataType::Float64 => "double precision",
-        _ => "text",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn types_are_inferred_and_overridable() {
-        let csv = b"currency_code,rate_to_usd,active,rank\nUSD,1.0,true,1\nEUR,1.08,false,2\n";
-        let columns = infer_columns(csv, &BTreeMap::new()).unwrap();
-        assert_eq!(
-            columns,
-            vec![
-                ("currency_code".to_string(), "text".to_string()),
-                ("rate_to_usd".to_string(), "double precision".to_string()),
-                ("active".to_string(), "boolean".to_string()),
-                ("rank".to_string(), "bigint".to_string()),
-            ]
-        );
-        let overrides = BTreeMap::from([("rate_to_usd".to_string(), "numeric(12,6)".to_string())]);
-        let columns = infer_columns(csv, &overrides).unwrap();
-        assert_eq!(columns[1].1, "numeric(12,6)");
-    }
 }

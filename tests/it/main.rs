@@ -7,6 +7,7 @@ mod compose_file;
 mod helpers;
 mod kafka_roundtrip;
 mod migrate;
+mod models_dbt;
 mod models_marts;
 mod models_runner;
 mod postgres_roundtrip;

@@ -449,10 +449,13 @@ async fn generic_and_singular_tests_pass_warn_and_fail() {
     };
     assert_eq!(test("not_null_m_id"), (Status::Pass, Some(0)));
     assert_eq!(test("unique_m_id"), (Status::Fail, Some(1)));
-    assert_eq!(test("accepted_values_m_kind"), (Status::Warn, Some(1)));
+    assert_eq!(
+        test("accepted_values_m_kind__a__b"),
+        (Status::Warn, Some(1))
+    );
     assert_eq!(test("not_null_m_parent"), (Status::Warn, Some(1)));
     assert_eq!(
-        test("relationships_m_parent__id__p"),
+        test("relationships_m_parent__id__ref_p_"),
         (Status::Pass, Some(0))
     );
     assert_eq!(test("no_big_ids"), (Status::Pass, Some(0)));
@@ -994,7 +997,8 @@ async fn sql_header_runs_with_the_statement_that_computes_the_rows() {
 }
 
 /// A model with a `loaded_at_field` and tests on it, generic and singular.
-fn scoped_tests_project(accepted: &str) -> TempDir {
+/// `accepted_config`: more settings of the accepted_values test (its name stays the same).
+fn scoped_tests_project(accepted_config: &str) -> TempDir {
     project(&[
         ("sources.yml", SOURCES),
         (
@@ -1005,7 +1009,7 @@ fn scoped_tests_project(accepted: &str) -> TempDir {
         (
             "schema.yml",
             &format!(
-                "version: 2\nmodels:\n  - name: events_clean\n    columns:\n      - name: id\n        tests: [unique]\n      - name: value\n        tests:\n          - not_null\n          - accepted_values:\n              values: [{accepted}]\n"
+                "version: 2\nmodels:\n  - name: events_clean\n    columns:\n      - name: id\n        tests: [unique]\n      - name: value\n        tests:\n          - not_null\n          - accepted_values:\n              values: ['a', 'b']\n{accepted_config}"
             ),
         ),
         (
@@ -1034,7 +1038,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
          INSERT INTO public.events VALUES (1, 'a', '2025-01-01'), (2, 'b', '2025-01-02')",
     )
     .await;
-    let dir = scoped_tests_project("'a', 'b'");
+    let dir = scoped_tests_project("");
     let changed = BuildOptions {
         test_scope: models::TestScope::Changed,
         test_lookback: Duration::ZERO,
@@ -1064,7 +1068,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         results,
         vec![
             (
-                "accepted_values_events_clean_value".to_string(),
+                "accepted_values_events_clean_value__a__b".to_string(),
                 "fail".to_string(),
                 Some("changed".to_string())
             ),
@@ -1126,7 +1130,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         "DELETE FROM public.events WHERE id = -7 OR value = 'c'",
     )
     .await;
-    let widened = scoped_tests_project("'a', 'b', 'c'");
+    let widened = scoped_tests_project("              config: {where: \"id >= 0\"}\n");
     let after_change = build(
         &db.pool,
         &BuildOptions {
@@ -1146,7 +1150,7 @@ async fn tests_in_changed_scope_check_the_rows_loaded_since_they_last_passed() {
         scopes,
         vec![
             (
-                "accepted_values_events_clean_value".to_string(),
+                "accepted_values_events_clean_value__a__b".to_string(),
                 Some("all".to_string())
             ),
             ("no_negative_ids".into(), Some("changed".into())),
