@@ -1,6 +1,6 @@
 {{ config(materialized='table', tags=['dimensions']) }}
 
--- Spending categories: the closed vocabularies of DESIGN §3 (batch files) and §4 (stream), plus
+-- Spending categories: the closed vocabularies of ARCHITECTURE §3 (batch files) and §4 (stream), plus
 -- anything seen in the data that is in neither (channel 'other'), so that every fact row has a
 -- category to point at. `category_key` is a hash of the name, computed the same way in
 -- fct_transactions, so facts need no join to find it. What the data has is read from

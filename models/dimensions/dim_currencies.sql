@@ -1,6 +1,6 @@
 {{ config(materialized='table', tags=['dimensions']) }}
 
--- Currencies accepted by the validators (DESIGN §4), with their rate to USD from the seed
+-- Currencies accepted by the validators (ARCHITECTURE §4), with their rate to USD from the seed
 -- models/seeds/currency_rates.csv. The rates are fixed reference rates (USD 1, EUR 1.08,
 -- GBP 1.27, CAD 0.73, AUD 0.66 USD per unit), not market data: every figure in USD is
 -- reproducible from the landing tables alone. Change the seed to change them.

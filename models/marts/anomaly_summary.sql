@@ -10,7 +10,7 @@
 -- Stream anomalies per UTC day and category: one row for every day and category with at least
 -- one stream transaction, zeros (and null z statistics) where nothing was flagged.
 --
--- * Anomalies are the sink's `is_anomaly` flags (|z| > 3 per DESIGN §4), every status included:
+-- * Anomalies are the sink's `is_anomaly` flags (|z| > 3 per ARCHITECTURE §4), every status included:
 --   the rule scores each distinct transaction, approved or not. Batch rows are never scored.
 -- * flagged_amount_usd: the signed USD sum of the flagged transactions.
 -- * Severity by |z| of the flagged rows: mild (3, 4], moderate (4, 6], severe above 6.

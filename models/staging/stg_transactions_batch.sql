@@ -4,7 +4,7 @@
 --
 -- The files carry settled transactions only, so every row counts as `approved`; they say nothing
 -- about the payment method (null here, 'unknown' once unified) and are never scored for
--- anomalies (the rule of DESIGN §4 is stream only).
+-- anomalies (the rule of ARCHITECTURE §4 is stream only).
 --
 -- No de-duplication here: the loader is idempotent per file, so a tx_id twice means two files
 -- carry the same transaction, which is a data problem to look at, not to hide. The unique tests

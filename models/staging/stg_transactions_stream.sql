@@ -1,6 +1,6 @@
 {{ config(materialized='view', tags=['staging']) }}
 
--- Stream transactions as the sink landed them: already validated (DESIGN §4) and unique per
+-- Stream transactions as the sink landed them: already validated (ARCHITECTURE §4) and unique per
 -- tx_id, so staging only renames and selects. `_loaded_at` (when the sink wrote the row) is what
 -- incremental models filter on; `event_time` is business time.
 
