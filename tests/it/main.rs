@@ -12,5 +12,6 @@ mod models_runner;
 mod postgres_roundtrip;
 mod private_postgres;
 mod produce;
+mod serve;
 mod sink;
 mod topics;

@@ -37,9 +37,10 @@
 
   // Vertical bars over time: points [{label, value}].
   function columns(container, points, opts) {
-    const width = 640, height = 220, left = 40, bottom = 22, top = 10;
-    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "drawn" });
-    const max = Math.max(1, ...points.map((p) => p.value));
+    const width = Math.max(300, container.clientWidth || 640), height = 230, left = 44, bottom = 22, top = 10;
+    const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "drawn" });
+    // A multiple of 4 at least 4: whole numbers on every grid line.
+    const max = Math.max(4, Math.ceil(Math.max(...points.map((p) => p.value)) / 4) * 4);
     const plotH = height - bottom - top;
     const step = (width - left - 4) / Math.max(1, points.length);
     for (let i = 0; i <= 4; i++) {
@@ -64,10 +65,10 @@
 
   // Horizontal bars: items [{label, value, note}], biggest first.
   function bars(container, items, format) {
-    const rowH = 24, width = 420, labelW = 130, valueW = 80;
+    const rowH = 22, width = Math.max(260, container.clientWidth || 420), labelW = 140, valueW = 70;
     const shown = items.slice(0, 12);
     const height = Math.max(rowH, shown.length * rowH) + 4;
-    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "drawn" });
+    const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "drawn" });
     const max = Math.max(1e-9, ...shown.map((i) => Math.abs(i.value)));
     if (shown.length === 0) {
       chart.append(svg("text", { x: width / 2, y: rowH - 6, "text-anchor": "middle" }, "no data in this range"));
