@@ -781,3 +781,307 @@ async fn dashboard_data_matches_the_database_and_the_stream_page_filters_dead_le
         );
     }
 }
+
+/// A WebDriver session on Debian's chromium through chromedriver, ended when dropped.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: run scripts/install-test-tools.sh (chromium, chromium-driver)");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        wait_until("chromedriver answers", Duration::from_secs(30), || async {
+            let status = http.get(format!("{base}/status")).send().await.ok()?;
+            let body: Value = status.json().await.ok()?;
+            body["value"]["ready"].as_bool().filter(|r| *r)
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1600,1400",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_string();
+        Self {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        use base64::Engine;
+        let encoded = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().expect("a base64 screenshot"))
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The driver is our own child; ending it ends its browser.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Polls `check` until it yields a value; fails the test with `what` after `timeout`.
+async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Thousands separators, as the dashboard writes counts.
+fn grouped(n: i64) -> String {
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+#[tokio::test]
+async fn the_dashboard_in_chromium_shows_the_databases_numbers_and_new_transactions() {
+    let server = seeded().await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/?days=7", server.base)).await;
+    let charts = [
+        "chart-per-minute",
+        "chart-category",
+        "chart-country",
+        "chart-merchants",
+        "chart-severity",
+    ];
+    let all_drawn = format!(
+        "return {:?}.every(id => document.querySelector('#' + id + ' svg.drawn') !== null)
+             && document.getElementById('kpi-transactions').dataset.value !== undefined",
+        charts
+    );
+    wait_until("every chart is drawn", Duration::from_secs(30), || async {
+        browser
+            .script(&all_drawn)
+            .await
+            .as_bool()
+            .filter(|drawn| *drawn)
+    })
+    .await;
+
+    let shown = browser
+        .script(
+            "const kpi = id => ({value: document.getElementById(id).dataset.value,
+                                 text: document.getElementById(id).textContent});
+             return {transactions: kpi('kpi-transactions'), total: kpi('kpi-total'),
+                     average: kpi('kpi-average'), approval: kpi('kpi-approval'),
+                     anomaly: kpi('kpi-anomaly'),
+                     bars: document.querySelectorAll('#chart-category rect').length,
+                     latest: document.querySelectorAll('#latest tbody tr').length};",
+        )
+        .await;
+    let (count, total, average, approval, anomaly): (i64, f64, f64, f64, f64) = sqlx::query_as(
+        "select count(*), sum(round(s.amount * c.rate_to_usd, 2))::float8,
+                round(avg(round(s.amount * c.rate_to_usd, 2)), 2)::float8,
+                avg((status = 'approved')::int)::float8, avg(is_anomaly::int)::float8
+         from transactions_sink s join analytics.dim_currencies c on c.currency_code = s.currency
+         where event_time >= now() - interval '7 days'",
+    )
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(shown["transactions"]["text"], grouped(count), "{shown}");
+    assert_eq!(shown["transactions"]["value"], count.to_string());
+    let value = |kpi: &str| {
+        shown[kpi]["value"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!((value("total") - total).abs() < 0.005, "{shown} vs {total}");
+    assert!(
+        (value("average") - average).abs() < 0.005,
+        "{shown} vs {average}"
+    );
+    assert_eq!(
+        shown["average"]["text"],
+        format!("${}", format_cents(average))
+    );
+    assert_eq!(
+        shown["approval"]["text"],
+        format!("{:.1}%", approval * 100.0),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["anomaly"]["text"],
+        format!("{:.2}%", anomaly * 100.0),
+        "{shown}"
+    );
+    assert!(shown["bars"].as_i64().unwrap() >= 5, "{shown}");
+    assert_eq!(shown["latest"].as_i64(), Some(20));
+
+    // A transaction that lands now shows up at the top of the table without a reload.
+    let tx_id = Uuid::new_v4();
+    sqlx::query(
+        "insert into transactions_sink (tx_id, user_id, amount, currency, merchant, category, event_time,
+             status, payment_method, city, country, kafka_topic, kafka_partition, kafka_offset,
+             user_txn_count, user_running_mean)
+         values ($1, $2, 123.45, 'USD', 'Brand New Merchant', 'gaming', now(), 'approved', 'apple_pay',
+                 'Austin', 'US', 'transactions', 0, 999999, 1, 123.45)",
+    )
+    .bind(tx_id)
+    .bind(Uuid::new_v4())
+    .execute(&server.db.pool)
+    .await
+    .unwrap();
+    let row = format!("#latest tbody tr[data-key='{tx_id}']");
+    let first = wait_until(
+        "the new transaction appears",
+        Duration::from_secs(30),
+        || async {
+            let found = browser
+                .script(&format!(
+                    "const r = document.querySelector(\"{row}\");
+                 return r ? r.parentNode.rows[0] === r && r.textContent : null;"
+                ))
+                .await;
+            found.as_str().map(str::to_string)
+        },
+    )
+    .await;
+    assert!(first.contains("Brand New Merchant"), "{first}");
+    let updated: i64 = browser
+        .script("return Number(document.getElementById('kpi-transactions').dataset.value);")
+        .await
+        .as_i64()
+        .unwrap();
+    assert_eq!(updated, count + 1);
+
+    let dashboard = browser.screenshot("dashboard.png").await;
+    eprintln!("dashboard screenshot: {}", dashboard.display());
+
+    // The stream page: the topic's partitions and the dead letters, filterable by kind.
+    sqlx::query(
+        "insert into transactions_rejected (kafka_topic, kafka_partition, kafka_offset, error_kind, error_message, payload)
+         values ('transactions', 1, 10, 'unknown_currency', 'field `currency` is \"XYZ\"', '{\"currency\":\"XYZ\"}'),
+                ('transactions', 2, 11, 'not_json', 'the message is not JSON', 'oops')",
+    )
+    .execute(&server.db.pool)
+    .await
+    .unwrap();
+    browser
+        .open(&format!("{}/stream?kind=not_json", server.base))
+        .await;
+    let letters = wait_until("the stream page lists the dead letters", Duration::from_secs(30), || async {
+        let rows = browser
+            .script(
+                "const rows = document.querySelectorAll('#dead-letters tbody tr');
+                 const parts = document.querySelectorAll('[data-topic] tbody tr').length;
+                 return rows.length && parts ? Array.from(rows).map(r => r.cells[2].textContent) : null;",
+            )
+            .await;
+        rows.as_array().cloned()
+    })
+    .await;
+    assert_eq!(letters, [json!("not_json")]);
+    let stream = browser.screenshot("stream.png").await;
+    eprintln!("stream screenshot: {}", stream.display());
+}
+
+/// `1234.5` as `1,234.50`.
+fn format_cents(value: f64) -> String {
+    let cents = (value * 100.0).round() as i64;
+    format!("{}.{:02}", grouped(cents / 100), (cents % 100).abs())
+}

@@ -22,13 +22,14 @@
 
   const fmt = {
     int: (n) => Math.round(n).toLocaleString("en-US"),
-    usd: (n) => "$" + n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }),
+    usd: (n) => (n < 0 ? "-$" : "$") +
+      Math.abs(n).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }),
     usdShort: (n) => {
       const a = Math.abs(n);
       if (a >= 1e9) return "$" + (n / 1e9).toFixed(2) + "B";
       if (a >= 1e6) return "$" + (n / 1e6).toFixed(2) + "M";
       if (a >= 1e4) return "$" + (n / 1e3).toFixed(1) + "k";
-      return "$" + n.toFixed(0);
+      return (n < 0 ? "-$" : "$") + Math.abs(n).toFixed(0);
     },
     pct: (r, digits) => (r * 100).toFixed(digits) + "%",
     time: (iso) => iso.replace("T", " ").slice(0, 19),
@@ -56,8 +57,10 @@
       });
       rect.append(svg("title", {}, `${p.label}: ${fmt.int(p.value)}`));
       chart.append(rect);
-      if (i % 10 === 0 || i === points.length - 1) {
-        chart.append(svg("text", { x: left + i * step + step / 2, y: height - 6, "text-anchor": "middle" }, p.label));
+      const last = i === points.length - 1;
+      if (i % 10 === 0 || last) {
+        const x = last ? width - 2 : left + i * step + step / 2;
+        chart.append(svg("text", { x, y: height - 6, "text-anchor": last ? "end" : "middle" }, p.label));
       }
     });
     container.replaceChildren(chart);
@@ -198,7 +201,9 @@
       for (const name of ["Partition", "Low", "High", "Sink offset", "Lag", "Sink wrote at"]) {
         head.append(h("th", name === "Partition" || name === "Sink wrote at" ? {} : { class: "num" }, name));
       }
-      table.append(h("thead")).append(head);
+      const thead = h("thead");
+      thead.append(head);
+      table.append(thead);
       const body = h("tbody");
       for (const p of t.partitions) {
         const tr = h("tr");
@@ -214,9 +219,12 @@
     }));
     const kind = document.getElementById("kind");
     const chosen = kind.value;
-    kind.replaceChildren(h("option", { value: "all" }, "all"),
-      ...s.dead_letters.kinds.map((k) => h("option", { value: k.kind }, `${k.kind} (${fmt.int(k.count)})`)));
-    kind.value = Array.from(kind.options).some((o) => o.value === chosen) ? chosen : "all";
+    const options = s.dead_letters.kinds.map((k) => h("option", { value: k.kind }, `${k.kind} (${fmt.int(k.count)})`));
+    if (chosen !== "all" && !s.dead_letters.kinds.some((k) => k.kind === chosen)) {
+      options.push(h("option", { value: chosen }, `${chosen} (0)`));
+    }
+    kind.replaceChildren(h("option", { value: "all" }, "all"), ...options);
+    kind.value = chosen;
     fillRows(document.querySelector("#dead-letters tbody"), s.dead_letters.newest, (d) => [
       td(fmt.time(d.rejected_at)), td(`${d.partition} / ${d.offset}`), td(d.kind), td(d.message),
       (() => { const c = h("td"); c.append(h("code", {}, d.payload || "")); return c; })(),
