@@ -10,6 +10,7 @@ use crate::cli::produce::parse_duration;
 use crate::db;
 use crate::http::seed::{self, SeedOptions};
 use crate::http::{self, AppState, ServeOptions};
+use crate::kafka::admin::{self, TopicSpec};
 use crate::shutdown;
 
 use super::GlobalArgs;
@@ -49,7 +50,8 @@ pub struct Args {
     pub db_connections: u32,
     /// Serve a scratch database of demo data instead of DATABASE_URL's: created on its server,
     /// filled with this many stream rows over the last 30 days (plus a month of users and batch
-    /// transactions), the models built, dropped on exit. For the contract check and the benchmark
+    /// transactions), the models built, dropped on exit; events go to a scratch topic, deleted on
+    /// exit. For the contract check and the benchmark
     #[arg(long, value_name = "STREAM_ROWS")]
     pub scratch: Option<u64>,
     /// With --scratch: write up to 10,000 of the stream rows' tx_ids here, one a line
@@ -78,8 +80,13 @@ impl Args {
         } else {
             "POST /events is open (set ETL_API_TOKEN to require a token)"
         };
+        let mut options = options;
         let scratch = match self.scratch {
             Some(rows) => {
+                // Events posted to a scratch server go to a scratch topic, removed on exit.
+                let topic = format!("serve-scratch-{}", uuid::Uuid::new_v4().simple());
+                admin::create_topics(&global.kafka(), &[TopicSpec::new(&topic, 3)]).await?;
+                options.topic = topic;
                 Some(scratch_database(rows, self.ids_file.as_deref(), &global.database_url).await?)
             }
             None => None,
@@ -87,9 +94,13 @@ impl Args {
         let database_url = scratch
             .as_ref()
             .map_or(global.database_url.as_str(), |s| s.url.as_str());
+        let topic = options.topic.clone();
         let served = serve(self.addr, database_url, global, options, writes).await;
         if let Some(scratch) = scratch {
             scratch.drop_now().await;
+            if let Err(err) = admin::delete_topic(&global.kafka(), &topic).await {
+                tracing::warn!(%err, %topic, "the scratch topic is left behind");
+            }
         }
         served
     }

@@ -39,11 +39,11 @@ pub struct Anomaly {
 /// Anomalies of the last days, newest first.
 #[utoipa::path(get, path = "/anomalies", tag = "anomalies",
     params(
-        ("days" = Option<i64>, Query, description = "Lookback in days, 1–3650 (default 7)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1–500 (default 50)"),
-        ("offset" = Option<i64>, Query, description = "Rows to skip, 0–100000 (default 0)"),
-        ("user_id" = Option<String>, Query, description = "Only this user's (a UUID)"),
-        ("min_z" = Option<f64>, Query, description = "Only those with |z| at least this, 0–1000000"),
+        ("days" = Option<i64>, Query, minimum = 1, maximum = 3650, description = "Lookback in days (default 7)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 100000, description = "Rows to skip (default 0)"),
+        ("user_id" = Option<Uuid>, Query, description = "Only this user's"),
+        ("min_z" = Option<f64>, Query, minimum = 0, maximum = 1000000, description = "Only those with |z| at least this"),
     ),
     responses(
         (status = 200, description = "A page of anomalies", body = Anomalies),

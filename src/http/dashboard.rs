@@ -122,7 +122,7 @@ pub struct Alert {
 /// The dashboard's data.
 #[utoipa::path(get, path = "/api/dashboard", tag = "dashboard",
     params(
-        ("days" = Option<i64>, Query, description = "Lookback: 1, 7 or 30 days (default 1)"),
+        ("days" = Option<i64>, Query, minimum = 1, maximum = 30, description = "Lookback: 1, 7 or 30 days (default 1)"),
         ("status" = Option<String>, Query, description = "all, approved, declined or pending (default all)"),
     ),
     responses(
@@ -211,7 +211,7 @@ pub struct DeadLetter {
 #[utoipa::path(get, path = "/api/stream", tag = "dashboard",
     params(
         ("kind" = Option<String>, Query, description = "Only dead letters of this error.kind"),
-        ("limit" = Option<i64>, Query, description = "Dead letters shown, 1–200 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Dead letters shown (default 50)"),
     ),
     responses(
         (status = 200, description = "The stream's state", body = StreamStatus),
@@ -223,10 +223,7 @@ pub async fn stream_data(
     Query(params): Query<Params>,
 ) -> Result<Json<StreamStatus>, ApiError> {
     let limit = params.int("limit", 50, 1..=200)?;
-    let kind = params
-        .0
-        .get("kind")
-        .filter(|k| !k.is_empty() && *k != "all");
+    let kind = params.get("kind")?.filter(|k| *k != "all");
     if kind.is_some_and(|k| k.len() > 100 || k.contains('\0')) {
         return Err(ApiError::bad_request("`kind` is not an error kind"));
     }

@@ -39,22 +39,72 @@ pub struct TransactionEvent {
     tx_id: Uuid,
     user_id: Uuid,
     /// Non-zero, at most two decimals, |amount| ≤ 1,000,000; negative for refunds.
+    #[schema(minimum = -1000000, maximum = 1000000)]
     amount: f64,
-    /// USD, EUR, GBP, CAD or AUD.
-    currency: String,
+    currency: Currency,
+    #[schema(min_length = 1, max_length = 255)]
     merchant: String,
-    category: String,
-    /// RFC 3339 with an offset.
+    category: Category,
+    /// RFC 3339 with an offset, in the years 2000–2100.
+    #[schema(value_type = String, format = DateTime)]
     timestamp: String,
-    /// approved, declined or pending.
-    status: String,
-    /// credit_card, debit_card, apple_pay, google_pay or bank_transfer.
-    payment_method: String,
+    status: Status,
+    payment_method: PaymentMethod,
     city: Option<String>,
     country: Option<String>,
     source_system: Option<String>,
     transaction_type: Option<String>,
+    #[schema(minimum = 0)]
     processing_time_ms: Option<i32>,
+}
+
+/// The currencies of dim_currencies.
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+enum Currency {
+    USD,
+    EUR,
+    GBP,
+    CAD,
+    AUD,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Category {
+    OnlineShopping,
+    FoodDelivery,
+    RideSharing,
+    StreamingServices,
+    Gaming,
+    SocialMedia,
+    MobileApps,
+    DigitalSubscriptions,
+    CryptoTrading,
+    PeerToPeer,
+    MicroTransactions,
+    InstantTransfers,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Status {
+    Approved,
+    Declined,
+    Pending,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum PaymentMethod {
+    CreditCard,
+    DebitCard,
+    ApplePay,
+    GooglePay,
+    BankTransfer,
 }
 
 /// Validates a transaction and produces it to the transactions topic (key user_id).
@@ -184,6 +234,8 @@ pub fn problems(body: &[u8], first: Rejection) -> Vec<FieldProblem> {
 
 #[cfg(test)]
 mod tests {
+    use utoipa::OpenApi;
+
     use super::*;
 
     #[test]
@@ -195,6 +247,19 @@ mod tests {
         let names: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(names, ["tx_id", "amount", "currency", "payment_method"]);
         assert_eq!(found[3].kind, "missing_payment_method");
+    }
+
+    #[test]
+    fn the_documented_vocabularies_are_the_catalogs() {
+        use crate::domain::catalog;
+        let doc = serde_json::to_value(crate::http::openapi::ApiDoc::openapi()).unwrap();
+        let names = |schema: &str| -> Vec<String> {
+            serde_json::from_value(doc["components"]["schemas"][schema]["enum"].clone()).unwrap()
+        };
+        assert_eq!(names("Currency"), catalog::CURRENCIES);
+        assert_eq!(names("Category"), catalog::STREAM_CATEGORIES);
+        assert_eq!(names("Status"), catalog::STATUSES);
+        assert_eq!(names("PaymentMethod"), catalog::PAYMENT_METHODS);
     }
 
     #[test]

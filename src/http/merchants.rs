@@ -25,9 +25,9 @@ pub struct TopMerchant {
 /// Top merchants by approved revenue (the `daily_merchant_revenue` mart).
 #[utoipa::path(get, path = "/merchants/top", tag = "merchants",
     params(
-        ("start_date" = Option<String>, Query, description = "First day, YYYY-MM-DD (default: 29 days before end_date)"),
-        ("end_date" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default: today, UTC)"),
-        ("limit" = Option<i64>, Query, description = "How many merchants, 1–100 (default 5)"),
+        ("start_date" = Option<chrono::NaiveDate>, Query, description = "First day, YYYY-MM-DD (default: 29 days before end_date)"),
+        ("end_date" = Option<chrono::NaiveDate>, Query, description = "Last day, YYYY-MM-DD (default: today, UTC)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many merchants (default 5)"),
     ),
     responses(
         (status = 200, description = "Merchants, best first; [] when the range has none", body = Vec<TopMerchant>),

@@ -1,7 +1,6 @@
 //! Query and path parameters, parsed by hand so that every bad value is a 400 naming the
 //! parameter (never a 500, never a value passed on unchecked), whatever bytes it holds.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use chrono::{Datelike, NaiveDate};
@@ -13,16 +12,31 @@ use super::error::ApiError;
 const QUOTE_CHARS: usize = 40;
 
 /// The query string as decoded by axum (invalid UTF-8 already replaced, so it fails below).
+/// A parameter given twice, or given empty, is refused: which value was meant would be a guess.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(transparent)]
-pub struct Params(pub HashMap<String, String>);
+pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+    /// The parameter's value; `None` when absent.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let value = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is given more than once"
+            )));
+        }
+        match value {
+            Some("") => Err(ApiError::bad_request(format!(
+                "`{name}` is empty; leave it out for the default"
+            ))),
+            other => Ok(other),
+        }
     }
 
     pub fn int(
@@ -31,7 +45,7 @@ impl Params {
         default: i64,
         range: RangeInclusive<i64>,
     ) -> Result<i64, ApiError> {
-        let Some(text) = self.get(name) else {
+        let Some(text) = self.get(name)? else {
             return Ok(default);
         };
         let value: i64 = text.parse().map_err(|_| {
@@ -53,7 +67,7 @@ impl Params {
     }
 
     pub fn float(&self, name: &str, range: RangeInclusive<f64>) -> Result<Option<f64>, ApiError> {
-        let Some(text) = self.get(name) else {
+        let Some(text) = self.get(name)? else {
             return Ok(None);
         };
         match text.parse::<f64>() {
@@ -68,13 +82,13 @@ impl Params {
     }
 
     pub fn date(&self, name: &str) -> Result<Option<NaiveDate>, ApiError> {
-        self.get(name)
+        self.get(name)?
             .map(|text| parse_date(name, text))
             .transpose()
     }
 
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
-        self.get(name)
+        self.get(name)?
             .map(|text| parse_uuid(name, text))
             .transpose()
     }
@@ -85,7 +99,7 @@ impl Params {
         name: &str,
         allowed: &[&'static str],
     ) -> Result<Option<&'static str>, ApiError> {
-        let Some(text) = self.get(name).filter(|v| *v != "all") else {
+        let Some(text) = self.get(name)?.filter(|v| *v != "all") else {
             return Ok(None);
         };
         allowed
@@ -182,6 +196,17 @@ mod tests {
         let long = "x".repeat(10_000);
         let err = params(&[("user_id", &long)]).uuid("user_id").unwrap_err();
         assert!(err.to_string().len() < 200, "{err}");
+    }
+
+    #[test]
+    fn repeated_and_empty_parameters_are_refused() {
+        assert!(
+            params(&[("limit", "5"), ("limit", "6")])
+                .int("limit", 5, 1..=100)
+                .is_err()
+        );
+        assert!(params(&[("limit", "")]).int("limit", 5, 1..=100).is_err());
+        assert!(params(&[("other", "")]).int("limit", 5, 1..=100).is_ok());
     }
 
     #[test]

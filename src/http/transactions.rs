@@ -72,7 +72,7 @@ struct Row {
 
 /// A transaction by id, stream or batch.
 #[utoipa::path(get, path = "/transactions/{tx_id}", tag = "transactions",
-    params(("tx_id" = String, Path, description = "The transaction's UUID")),
+    params(("tx_id" = Uuid, Path, description = "The transaction's UUID")),
     responses(
         (status = 200, description = "The transaction", body = TransactionDetail),
         (status = 400, description = "tx_id is not a UUID", body = ErrorBody),

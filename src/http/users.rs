@@ -82,8 +82,8 @@ pub struct RecentTransaction {
 /// A user's spending trends over the last `days` days.
 #[utoipa::path(get, path = "/users/{user_id}/trends", tag = "users",
     params(
-        ("user_id" = String, Path, description = "The user's UUID"),
-        ("days" = Option<i64>, Query, description = "Lookback in days, 1–3650 (default 30)"),
+        ("user_id" = Uuid, Path, description = "The user's UUID"),
+        ("days" = Option<i64>, Query, minimum = 1, maximum = 3650, description = "Lookback in days (default 30)"),
     ),
     responses(
         (status = 200, description = "The user's trends", body = UserTrends),
