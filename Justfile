@@ -58,6 +58,11 @@ stream rate="200":
 models *args:
     {{with_services}} {{etl}} build-models {{args}}
 
+# The REST API and the live dashboard against the local services (`just serve --addr 0.0.0.0:8080`);
+# prints the dashboard's URL; Ctrl-C stops. ETL_API_TOKEN set: POST /events needs the token
+serve *args:
+    {{with_services}} {{etl}} serve {{args}}
+
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up
     {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \
@@ -103,3 +108,10 @@ bench-e2e rate="10000" duration="60s" broker="tansu":
     cargo build --release --bin etl
     {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e \
         --rate {{rate}} --duration {{duration}} --broker {{broker}}
+
+# Serve benchmark (not a test): `etl serve --scratch` over ROWS stream rows, then wrk on loopback at
+# RATE requests/s against /transactions/{id} and /merchants/top; figures in bench-results/serve.md.
+# Release build
+bench-serve rows="1000000" rate="2000" duration="30s":
+    cargo build --release --bin etl
+    scripts/bench-serve.sh {{rows}} {{rate}} {{duration}}

@@ -7,7 +7,8 @@
 # scripts/install-test-tools.sh; reports go to ${CARGO_TARGET_DIR:-target}/contract/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [[ -f .local/services.env ]]; then set -a; source .local/services.env; set +a; fi
+# The services `just up` started, unless the caller (e.g. the test suite) says where they are.
+if [[ -z ${DATABASE_URL:-} && -f .local/services.env ]]; then set -a; source .local/services.env; set +a; fi
 
 target=${CARGO_TARGET_DIR:-target}
 etl=${ETL_BIN:-$target/debug/etl}

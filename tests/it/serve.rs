@@ -1085,3 +1085,34 @@ fn format_cents(value: f64) -> String {
     let cents = (value * 100.0).round() as i64;
     format!("{}.{:02}", grouped(cents / 100), (cents % 100).abs())
 }
+
+/// The contract check of CI: scripts/contract-check.sh runs schemathesis against /openapi.json
+/// of `etl serve --scratch` (this build's binary), bounded to 60 s of generated requests; it
+/// fails on any 5xx and on any response that does not match the document.
+#[test]
+fn the_api_keeps_its_openapi_contract_under_schemathesis() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let services = crate::helpers::services();
+    let output = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/contract-check.sh"
+    ))
+    .env("ETL_BIN", env!("CARGO_BIN_EXE_etl"))
+    .env("DATABASE_URL", &services.database_url)
+    .env("KAFKA_BROKERS", &services.kafka_brokers)
+    .env("CONTRACT_PORT", port.to_string())
+    .env("CONTRACT_MAX_TIME", "60")
+    .env("CONTRACT_EXAMPLES", "20")
+    .output()
+    .expect("running scripts/contract-check.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the contract check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+}
