@@ -17,8 +17,7 @@ schemathesis=.local/venv/bin/schemathesis
 [[ -x $schemathesis ]] || scripts/install-test-tools.sh
 port=${CONTRACT_PORT:-18181}
 base=http://127.0.0.1:$port
-reports=$target/contract
-mkdir -p "$reports"
+reports=$(mkdir -p "$target/contract" && cd "$target/contract" && pwd)
 
 RUST_LOG=${RUST_LOG:-warn} "$etl" serve --scratch "${CONTRACT_ROWS:-3000}" --addr "127.0.0.1:$port" \
   >"$reports/serve.log" 2>&1 &
@@ -43,6 +42,9 @@ curl -sf "$base/healthz" >/dev/null || { echo "etl serve did not answer within 3
 
 # not_a_server_error, status/content-type/header/schema conformance; negative_data_rejection
 # too (a value outside the document must be refused with 4xx).
+# From the reports folder: schemathesis keeps its cache (.schemathesis/) in the working directory.
+schemathesis=$PWD/$schemathesis
+cd "$reports"
 "$schemathesis" run "$base/openapi.json" \
   --checks all \
   --exclude-checks positive_data_acceptance,use_after_free,ensure_resource_availability,ignored_auth,object_level_authorization \
@@ -53,4 +55,4 @@ curl -sf "$base/healthz" >/dev/null || { echo "etl serve did not answer within 3
   --seed "${CONTRACT_SEED:-14}" \
   --workers 2 \
   --no-color \
-  --report junit --report-dir "$reports"
+  --report junit --report-dir .
