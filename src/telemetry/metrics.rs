@@ -291,6 +291,21 @@ mod tests {
     }
 
     #[test]
+    fn http_durations_are_labelled_by_route_template_and_status() {
+        let metrics = HttpMetrics::new();
+        metrics.observe("GET", "/transactions/{tx_id}", 404, 0.002);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"etl_http_request_duration_seconds_count{method="GET",route="/transactions/{tx_id}",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# UNIT etl_http_request_duration_seconds seconds"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_commit_log_is_shared_and_drained_by_take() {
         let log = CommitLog::default();
         let writer = log.clone();
