@@ -58,5 +58,12 @@ for route in tx merchants; do
   echo "$result"
   { echo; echo "## $path"; echo; echo '```'; echo "$result"; echo '```'; } >>"$out"
 done
-curl -s "$base/metrics" | grep -E 'request_duration_seconds_count' >>"$out" || true
+{
+  echo
+  echo "Server-side request counts by status (warm-up runs included):"
+  echo
+  echo '```'
+  curl -s "$base/metrics" | grep -E 'request_duration_seconds_count' || true
+  echo '```'
+} >>"$out"
 echo "figures in $out"
