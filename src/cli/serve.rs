@@ -86,8 +86,13 @@ impl Args {
                 // Events posted to a scratch server go to a scratch topic, removed on exit.
                 let topic = format!("serve-scratch-{}", uuid::Uuid::new_v4().simple());
                 admin::create_topics(&global.kafka(), &[TopicSpec::new(&topic, 3)]).await?;
+                let seeded =
+                    scratch_database(rows, self.ids_file.as_deref(), &global.database_url).await;
+                if seeded.is_err() {
+                    let _ = admin::delete_topic(&global.kafka(), &topic).await;
+                }
                 options.topic = topic;
-                Some(scratch_database(rows, self.ids_file.as_deref(), &global.database_url).await?)
+                Some(seeded?)
             }
             None => None,
         };
