@@ -63,6 +63,11 @@ dbt-compat:
     scripts/install-dbt.sh >/dev/null
     {{with_services}} cargo test --test it models_dbt
 
+# The REST API and the live dashboard against the local services (`just serve --addr 0.0.0.0:8080`);
+# prints the dashboard's URL; Ctrl-C stops. ETL_API_TOKEN set: POST /events needs the token
+serve *args:
+    {{with_services}} {{etl}} serve {{args}}
+
 # Every test: unit tests and integration tests against the services `just up` starts
 test: up
     {{with_services}} if cargo nextest --version >/dev/null 2>&1; then \
@@ -93,22 +98,23 @@ bench-batch users="1000000" transactions="1000000":
         --users {{users}} --transactions {{transactions}} --rounds 3 2>&1 \
         | grep -vE '^\s+(Average|Exit|Swaps|File sys|Socket|Signals|Page size|Minor|Major|Voluntary|Involuntary)'
 
-# Sink benchmark (not a test): `etl bench sink` pre-fills a memory:// tansu it starts itself with
-# N messages, then times kafka-to-postgres draining them against a raw COPY of the same rows, in a
-# scratch database; table on stdout, figures in bench-results/sink.{json,md}. Release build.
+# Sink benchmark (not a test): `etl bench sink` pre-fills a topic of its own on the local Apache
+# Kafka with N messages, then times kafka-to-postgres draining them against a raw COPY of the same
+# rows over as many connections as writers, in a scratch database; figures in
+# bench-results/sink.{json,md}. Release build.
 bench-sink count="1000000" rounds="3":
     cargo build --release --bin etl
     {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench sink \
         --count {{count}} --rounds {{rounds}}
 
 # End-to-end benchmark (not a test): `etl bench e2e` runs kafka-to-postgres (default settings) while
-# a producer sends at a fixed rate, and reports exact produced_at-to-commit percentiles; figures in
-# bench-results/e2e.{json,md}. Release build. broker: tansu, librdkafka-mock (fetches as Kafka
-# does) or HOST:PORT of a running broker, e.g. `just bench-e2e 10000 60s localhost:9092`.
-bench-e2e rate="10000" duration="60s" broker="tansu":
+# a producer sends at a fixed rate, and reports exact produced_at-to-commit percentiles, Kafka's own
+# share and the sink's; figures in bench-results/e2e.{json,md}. Release build. broker: the local
+# Apache Kafka by default, librdkafka-mock, or HOST:PORT of another running broker.
+bench-e2e rate="10000" duration="60s" broker="":
     cargo build --release --bin etl
-    {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e \
-        --rate {{rate}} --duration {{duration}} --broker {{broker}}
+    {{with_services}} "${CARGO_TARGET_DIR:-target}/release/etl" bench e2e --transport-probe \
+        --rate {{rate}} --duration {{duration}} {{ if broker == "" { "" } else { "--broker " + broker } }}
 
 # Peer benchmark (not a test): etl kafka-to-postgres and Kafka Connect with the Debezium JDBC sink
 # drain the same pre-filled topic of the local Kafka into the same PostgreSQL, timed alike; figures in
@@ -116,3 +122,10 @@ bench-e2e rate="10000" duration="60s" broker="tansu":
 bench-peer count="1000000" configs="500:500:4:1 3000:3000:4:3 10000:10000:8:3":
     cargo build --release --bin etl
     scripts/bench-peer.sh {{count}} "{{configs}}"
+
+# Serve benchmark (not a test): `etl serve --scratch` over ROWS stream rows, then wrk on loopback at
+# RATE requests/s against /transactions/{id} and /merchants/top; figures in bench-results/serve.md.
+# Release build
+bench-serve rows="1000000" rate="2000" duration="30s":
+    cargo build --release --bin etl
+    scripts/bench-serve.sh {{rows}} {{rate}} {{duration}}

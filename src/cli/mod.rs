@@ -8,6 +8,7 @@ pub mod load_batch;
 pub mod migrate;
 pub mod models;
 pub mod produce;
+pub mod serve;
 pub mod sink;
 pub mod topics;
 
@@ -50,6 +51,8 @@ pub enum Command {
     /// Create, list and inspect Kafka topics and consumer-group lag, for people without Kafdrop.
     #[command(subcommand)]
     Topics(topics::Command),
+    /// The REST API, the live dashboard and the stream page, with /metrics and /openapi.json.
+    Serve(serve::Args),
     /// Benchmarks, not tests: `etl bench batch`, `etl bench produce`.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -66,6 +69,7 @@ impl Cli {
             Command::Models(command) => command.run().await,
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
+            Command::Serve(args) => args.run(&self.global).await,
             Command::Bench(bench) => bench.run(&self.global).await,
         }
     }

@@ -14,5 +14,6 @@ mod postgres_roundtrip;
 mod private_kafka;
 mod private_postgres;
 mod produce;
+mod serve;
 mod sink;
 mod topics;
