@@ -461,21 +461,8 @@ async fn every_message_ends_in_the_table_or_the_dead_letter_topic() {
         until_caught_up: false,
         ..topics.options()
     };
-    let metrics = Metrics::new();
-    let cancel = CancellationToken::new();
-    let running = {
-        let (url, pool, options, metrics, cancel) = (
-            db.url.clone(),
-            db.pool.clone(),
-            options.clone(),
-            metrics.clone(),
-            cancel.clone(),
-        );
-        tokio::spawn(
-            async move { sink::run(&kafka(), &url, pool, &options, metrics, cancel).await },
-        )
-    };
-    let port = served_port(&metrics).await;
+    let running = RunningSink::start(&kafka(), &db, &options);
+    let port = served_port(&running.metrics).await;
     // The counters rise after each commit: await them, not the rows in the table.
     await_scraped(
         port,
@@ -496,8 +483,7 @@ async fn every_message_ends_in_the_table_or_the_dead_letter_topic() {
     )
     .await;
     let served = http_get(port, "/metrics").await.unwrap();
-    cancel.cancel();
-    let summary = running.await.unwrap().expect("a clean stop");
+    let summary = running.stop().await;
 
     assert_eq!(summary.consumed, 4_000);
     assert_eq!(summary.inserted as usize, expected.valid.len());
@@ -660,6 +646,42 @@ async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     Ok(response)
+}
+
+/// A sink running in this process, on the test's database, until [`RunningSink::stop`].
+struct RunningSink {
+    task: tokio::task::JoinHandle<Result<SinkSummary, etl::kafka::sink::SinkError>>,
+    cancel: CancellationToken,
+    metrics: Metrics,
+}
+
+impl RunningSink {
+    fn start(settings: &KafkaSettings, db: &TestDb, options: &SinkOptions) -> Self {
+        let (cancel, metrics) = (CancellationToken::new(), Metrics::new());
+        let task = {
+            let (settings, url, pool, options) = (
+                settings.clone(),
+                db.url.clone(),
+                db.pool.clone(),
+                options.clone(),
+            );
+            let (cancel, metrics) = (cancel.clone(), metrics.clone());
+            tokio::spawn(async move {
+                sink::run(&settings, &url, pool, &options, metrics, cancel).await
+            })
+        };
+        Self {
+            task,
+            cancel,
+            metrics,
+        }
+    }
+
+    /// Stops it as SIGTERM would and returns its summary; it must stop cleanly.
+    async fn stop(self) -> SinkSummary {
+        self.cancel.cancel();
+        self.task.await.unwrap().expect("a clean stop")
+    }
 }
 
 /// Serve metrics on a port the OS chooses (no race with another test for a "free" port).
@@ -1234,21 +1256,8 @@ async fn broker_down_for_a_while_the_sink_counts_the_errors_and_recovers_by_itse
         metrics_addr: any_port(),
         ..SinkOptions::default()
     };
-    let cancel = CancellationToken::new();
-    let metrics = Metrics::new();
-    let running = {
-        let (url, pool, cancel, settings, metrics) = (
-            db.url.clone(),
-            db.pool.clone(),
-            cancel.clone(),
-            settings.clone(),
-            metrics.clone(),
-        );
-        tokio::spawn(
-            async move { sink::run(&settings, &url, pool, &options, metrics, cancel).await },
-        )
-    };
-    let port = served_port(&metrics).await;
+    let running = RunningSink::start(&settings, &db, &options);
+    let port = served_port(&running.metrics).await;
     await_count(
         &db.pool,
         "SELECT count(*) FROM transactions_sink",
@@ -1264,11 +1273,7 @@ async fn broker_down_for_a_while_the_sink_counts_the_errors_and_recovers_by_itse
     mock.broker_up(1).unwrap();
     send(&settings, "transactions", second).await;
     await_everything(&db.pool, &expected).await;
-    cancel.cancel();
-    running
-        .await
-        .unwrap()
-        .expect("a clean stop after the outage");
+    running.stop().await;
     assert_exact(&db.pool, &expected).await;
 }
 
