@@ -80,7 +80,13 @@ async fn e2e_bench_on_kafka_measures_every_row_and_deletes_its_topics() {
     )
     .await
     .unwrap();
-    assert_eq!(report.sent, 2_000, "1,000 msg/s for 2 s");
+    // 1,000 msg/s for 2 s: the rate limiter holds the rate to within 2 % (its own target), the
+    // last token of the window may or may not fall inside it.
+    assert!(
+        (1_960..=2_040).contains(&report.sent),
+        "1,000 msg/s for 2 s sent {}",
+        report.sent
+    );
     let latency = report
         .latency
         .latency_ms
