@@ -2,6 +2,7 @@
 //! 400/404/422/503 paths, auth on writes, hostile parameters, metrics and the OpenAPI document;
 //! then the dashboard in headless Chromium.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -801,7 +802,10 @@ impl Browser {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        // A process group of its own, which the browser it launches joins: killing the group
+        // ends both (killing chromedriver alone orphans a running chromium).
         let driver = std::process::Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -900,8 +904,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The driver is our own child; ending it ends its browser.
-        let _ = self.driver.kill();
+        // The driver leads its own process group (see `start`), and the browser is in it.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }
