@@ -23,8 +23,7 @@ COUNT=${1:-1000000}
 PEER_CONFIGS=${2:-"500:500:4:1 3000:3000:4:3 10000:10000:8:3"}
 ETL=${ETL_BIN:-$ROOT/target/release/etl}
 LOCAL_DIR=${ETL_LOCAL_DIR:-$ROOT/.local}
-KAFKA_VERSION=$(sed -n 's/^[[:space:]]*image:[[:space:]]*apache\/kafka:\([0-9][0-9.]*\)[[:space:]]*$/\1/p' kafka-docker-compose.yml | head -n1)
-CONNECT_LIBS=$LOCAL_DIR/kafka-connect-$KAFKA_VERSION/libs
+KAFKA_VERSION=$(scripts/services.sh kafka-version)
 RESULTS=${BENCH_PEER_MD:-$ROOT/bench-results/peer.md}
 
 export RUST_LOG=${RUST_LOG:-warn}
@@ -36,14 +35,7 @@ set -a; source "$LOCAL_DIR/services.env"; set +a
 [[ -x $ETL ]] || die "no $ETL: cargo build --release --bin etl"
 command -v psql >/dev/null || die "psql is missing: scripts/services.sh install"
 
-if [[ ! -f $CONNECT_LIBS/.complete ]]; then
-  say "fetching Kafka Connect $KAFKA_VERSION and the Debezium JDBC sink from Maven Central into $CONNECT_LIBS"
-  rm -rf "$CONNECT_LIBS"
-  mvn -q -B -Dstyle.color=never -f benchmarks/kafka-connect/pom.xml dependency:copy-dependencies \
-    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$CONNECT_LIBS" ||
-    die "could not fetch Kafka Connect with Maven"
-  touch "$CONNECT_LIBS/.complete"
-fi
+CONNECT_LIBS=$(scripts/services.sh kafka-connect-libs) || die "could not fetch Kafka Connect"
 
 run=peer$(date +%s)
 work=$(mktemp -d "${TMPDIR:-/tmp}/etl-bench-peer.XXXXXX")

@@ -5,6 +5,8 @@
 #   scripts/services.sh up        start both (idempotent), create the database, write .local/services.env
 #   scripts/services.sh down      stop only what `up` started (idempotent)
 #   scripts/services.sh status    say what runs where
+#   scripts/services.sh kafka-version       the pinned Kafka version (the compose file's image tag)
+#   scripts/services.sh kafka-connect-libs  fetch Kafka Connect + Debezium's jars once, print where
 #
 # With a Docker engine that answers, `up` runs kafka-docker-compose.yml (Apache Kafka, PostgreSQL,
 # Kafdrop); otherwise PostgreSQL runs from the machine's binaries with its data in .local/postgres,
@@ -184,16 +186,33 @@ install_java() {
   command -v java >/dev/null && command -v mvn >/dev/null || die "java or mvn still missing after apt-get install"
 }
 
+# The runtime jars of `pom` (with the Kafka version of the compose file) into `dir`, once: a
+# `.complete` marker says a fetch finished.
+fetch_jars() { # pom dir what
+  [[ -f $2/.complete ]] && return
+  install_java
+  say "fetching $3 from Maven Central into $2"
+  rm -rf "$2"
+  mvn -q -B -Dstyle.color=never -f "$1" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$2" >&2 ||
+    die "could not fetch $3 with Maven (is Maven Central reachable?)"
+  touch "$2/.complete"
+}
+
 install_kafka() {
   kafka_dirs
-  [[ -f $KAFKA_LIBS/.complete ]] && return
-  install_java
-  say "fetching Apache Kafka $KAFKA_VERSION (org.apache.kafka:kafka_2.13) from Maven Central into $KAFKA_LIBS"
-  rm -rf "$KAFKA_LIBS"
-  mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" ||
-    die "could not fetch Kafka $KAFKA_VERSION with Maven (is Maven Central reachable?)"
-  touch "$KAFKA_LIBS/.complete"
+  fetch_jars "$ROOT/scripts/kafka/pom.xml" "$KAFKA_LIBS" \
+    "Apache Kafka $KAFKA_VERSION (org.apache.kafka:kafka_2.13)"
+}
+
+# Kafka Connect with the Debezium JDBC sink, for the peer benchmark (scripts/bench-peer.sh);
+# prints where the jars are.
+cmd_kafka_connect_libs() {
+  kafka_dirs
+  local libs=$LOCAL_DIR/kafka-connect-$KAFKA_VERSION/libs
+  fetch_jars "$ROOT/benchmarks/kafka-connect/pom.xml" "$libs" \
+    "Kafka Connect $KAFKA_VERSION and the Debezium JDBC sink"
+  echo "$libs"
 }
 
 kafka_java() { java -cp "$KAFKA_LIBS/*" "$@"; }
@@ -347,5 +366,7 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+  kafka-version) kafka_dirs; echo "$KAFKA_VERSION" ;;
+  kafka-connect-libs) cmd_kafka_connect_libs ;;
+  *) echo "usage: $0 install|up|down|status|kafka-version|kafka-connect-libs" >&2; exit 2 ;;
 esac
