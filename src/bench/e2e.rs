@@ -15,8 +15,10 @@
 //! stamped just before handing the message to librdkafka. (`ingested_at` in the table would not
 //! do: it is the transaction's start, before the commit.) Producer linger, broker, fetch,
 //! batching, the database transaction and the dead letters' acknowledgement are all inside;
-//! generating a message and the token bucket's wait before it are not. The producer shares the
-//! benchmark's process, and so its cores, with the sink; the report says so.
+//! generating a message and the token bucket's wait before it are not. By default the producer
+//! shares the benchmark's process, and so its cores, with the sink; with
+//! [`ProducerPlacement::Process`] the measured stream comes from `etl produce` running as a process
+//! of its own ([`super::producer_process`]), as a user runs it. The report says which.
 
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::BenchBroker;
+use super::producer_process::ProducerRun;
 use super::scratch::{
     BenchRun, CpuReading, ScratchDb, StreamBenchOptions, bench_users, insert_users, traffic,
     wait_for,
@@ -60,6 +63,29 @@ pub struct E2eBenchOptions {
     /// Also read the topic with a plain consumer (the sink's fetch settings, no database) and
     /// report produced_at → received: the share of the latency that is Kafka's.
     pub transport_probe: bool,
+    /// Where the measured stream's producer runs.
+    pub producer: ProducerPlacement,
+}
+
+/// Where `etl bench e2e`'s measured stream is produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerPlacement {
+    /// `etl produce`'s sending loop on a thread of the benchmark's process, beside the sink.
+    InProcess,
+    /// `etl produce` run from this executable as a process of its own.
+    Process { etl: std::path::PathBuf },
+}
+
+impl ProducerPlacement {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::InProcess => "in the benchmark's process, beside the sink, on the same cores",
+            Self::Process { .. } => {
+                "`etl produce`, a process of its own (on the same machine's cores); its startup \
+                 and final flush are inside the sending time"
+            }
+        }
+    }
 }
 
 impl Default for E2eBenchOptions {
@@ -70,6 +96,7 @@ impl Default for E2eBenchOptions {
             duration: Duration::from_secs(60),
             warmup_messages: 500,
             transport_probe: false,
+            producer: ProducerPlacement::InProcess,
         }
     }
 }
@@ -96,8 +123,13 @@ pub struct E2eBenchReport {
     pub batch_write_ms: Option<Distribution>,
     /// Σ batch write time ÷ time from the first to the last commit.
     pub writer_busy_share: f64,
-    /// CPU time of the etl process (producer and sink) while sending and settling.
+    /// Where the producer ran (`ProducerPlacement`).
+    pub producer: &'static str,
+    /// CPU time of the benchmark's process while sending and settling: the sink, and the
+    /// producer when it runs in-process.
     pub process_cpu_seconds: Option<f64>,
+    /// CPU time of the `etl produce` process, when it runs as one.
+    pub producer_cpu_seconds: Option<f64>,
     /// CPU time of the broker and of the scratch database's server processes, same window.
     pub broker_cpu_seconds: Option<f64>,
     pub postgres_cpu_seconds: Option<f64>,
@@ -227,15 +259,13 @@ impl E2eBenchReport {
         out.push_str(&format!(
             "\n- Sent {} messages at {:.1} msg/s (requested {}); {} rows inserted, {} rejected; \
              {} batches ({:.1}/s), writer busy {:.0} % of the time; the last commit came {:.3} s \
-             after the last send. CPU seconds meanwhile: etl (producer and sink) {}, broker {}, \
-             PostgreSQL {}.\n\
+             after the last send. CPU seconds meanwhile: {}, broker {}, PostgreSQL {}.\n\
              - Sink: default settings (batch_size {}, batch_wait {} ms); producer linger.ms {}; \
              {} partitions, {} users, invalid {:.1} %, orphans {:.1} %; broker: {}.\n\
              - The latency runs from the producer's `produced_at` stamp, set as the message is \
              handed to librdkafka, to the commit of its row: producer queue and linger, broker, \
              fetch, batching, the transaction and the dead letters' acknowledgement are inside; \
-             generating the message and the rate limiter's wait are not. The producer runs in the \
-             benchmark's process, beside the sink, on the same cores.\n",
+             generating the message and the rate limiter's wait are not. The producer: {}.\n",
             self.sent,
             self.achieved_rate,
             self.requested_rate,
@@ -245,7 +275,16 @@ impl E2eBenchReport {
             self.batches_per_second,
             self.writer_busy_share * 100.0,
             self.settle_seconds,
-            one_decimal(self.process_cpu_seconds),
+            match self.producer_cpu_seconds {
+                Some(producer) => format!(
+                    "etl sink {}, etl produce {producer:.1}",
+                    one_decimal(self.process_cpu_seconds)
+                ),
+                None => format!(
+                    "etl (producer and sink) {}",
+                    one_decimal(self.process_cpu_seconds)
+                ),
+            },
             one_decimal(self.broker_cpu_seconds),
             one_decimal(self.postgres_cpu_seconds),
             self.batch_size,
@@ -256,6 +295,7 @@ impl E2eBenchReport {
             self.invalid_ratio * 100.0,
             self.orphan_ratio * 100.0,
             self.broker,
+            self.producer,
         ));
         out.push_str(&self.run.machine_line());
         out
@@ -298,7 +338,7 @@ pub async fn run(
     let (broker_cpu_seconds, postgres_cpu_seconds) = produced.others_cpu;
 
     let settle_seconds = records.last().map_or(0.0, |r| {
-        let sending_ended = produced.send_started + produced.summary.send_elapsed;
+        let sending_ended = produced.send_started + produced.send_elapsed;
         (r.committed_at - sending_ended)
             .to_std()
             .map_or(0.0, |d| d.as_secs_f64())
@@ -325,8 +365,8 @@ pub async fn run(
         run: bench_run.finished(),
         requested_rate: options.rate,
         duration_seconds: options.duration.as_secs_f64(),
-        sent: produced.summary.sent,
-        achieved_rate: produced.summary.send_rate(),
+        sent: produced.sent,
+        achieved_rate: produced.sent as f64 / produced.send_elapsed.as_secs_f64().max(1e-9),
         // The warm-up's rows are not in the records; it has no invalid messages.
         inserted: records.iter().map(|r| r.inserted as u64).sum(),
         rejected: summary.rejected,
@@ -338,7 +378,9 @@ pub async fn run(
         batch_write_ms: Distribution::of(records.iter().map(|r| r.write_seconds * 1e3)),
         writer_busy_share: records.iter().map(|r| r.write_seconds).sum::<f64>()
             / span.as_secs_f64().max(1e-9),
+        producer: options.producer.describe(),
         process_cpu_seconds: produced.cpu.map(|d| d.as_secs_f64()),
+        producer_cpu_seconds: produced.producer_cpu.map(|d| d.as_secs_f64()),
         broker_cpu_seconds,
         postgres_cpu_seconds,
         transport_latency_ms: produced.transport.and_then(|latencies| {
@@ -362,9 +404,14 @@ fn one_decimal(value: Option<f64>) -> String {
 
 /// The measured stream, and when its sending started.
 struct Produced {
-    summary: ProduceSummary,
+    sent: u64,
     send_started: chrono::DateTime<Utc>,
+    /// From the first send to the last (in-process), or the `etl produce` process's lifetime.
+    send_elapsed: Duration,
+    /// The benchmark's process.
     cpu: Option<Duration>,
+    /// The `etl produce` process, when the producer runs as one.
+    producer_cpu: Option<Duration>,
     /// Broker and PostgreSQL CPU seconds.
     others_cpu: (Option<f64>, Option<f64>),
     /// µs from produced_at to receipt by the transport probe, for the measured stream.
@@ -457,28 +504,13 @@ async fn measure(
         "warmed up; sending the measured stream"
     );
 
-    let produce = ProduceOptions {
-        topic: sink_options.topic.clone(),
-        rate: Some(options.rate),
-        duration: Some(options.duration),
-        ..ProduceOptions::default()
-    };
-    let generator = StreamGenerator::new(
-        users,
-        traffic(
-            options.stream.seed,
-            options.stream.invalid_ratio,
-            options.stream.orphan_ratio,
-        ),
-    );
-    let send_started = Utc::now();
     let cpu_at_start = process_cpu_time();
     let others_at_start = CpuReading::now(broker, scratch).await;
-    let sent = send(settings, produce, generator, cancel).await;
+    let sent = send_measured(options, settings, &sink_options.topic, users, cancel).await;
     let settled = match &sent {
-        Ok(summary) => {
+        Ok(sent) => {
             wait_for(
-                || committed() >= summary.sent || task.is_finished(),
+                || committed() >= sent.sent || task.is_finished(),
                 Duration::from_millis(10),
                 SETTLE_TIMEOUT,
             )
@@ -497,7 +529,9 @@ async fn measure(
     let transport = match probe {
         Some(probe) => {
             let received = probe.await.expect("the transport probe does not panic")?;
-            let from = send_started.timestamp_micros();
+            let from = sent
+                .as_ref()
+                .map_or(i64::MAX, |sent| sent.started.timestamp_micros());
             Some(
                 received
                     .into_iter()
@@ -509,25 +543,24 @@ async fn measure(
         None => None,
     };
     let sink_summary = task.await.expect("the sink task does not panic")?;
-    let summary = sent?;
+    let sent = sent?;
     if cancel.is_cancelled() {
         return Err(BenchError::Void("interrupted".into()));
-    }
-    if summary.has_failures() {
-        return Err(undelivered("measured stream", &summary));
     }
     if !settled {
         return Err(BenchError::Void(format!(
             "the sink committed {} of {} messages within {SETTLE_TIMEOUT:?} of the end",
             committed(),
-            summary.sent
+            sent.sent
         )));
     }
     Ok((
         Produced {
-            summary,
-            send_started,
+            sent: sent.sent,
+            send_started: sent.started,
+            send_elapsed: sent.elapsed,
             cpu,
+            producer_cpu: sent.producer_cpu,
             others_cpu,
             transport,
         },
@@ -583,6 +616,72 @@ fn transport_probe(
         }
         Ok(received)
     })
+}
+
+/// The measured stream as sent, wherever its producer ran.
+struct MeasuredSend {
+    sent: u64,
+    started: chrono::DateTime<Utc>,
+    elapsed: Duration,
+    producer_cpu: Option<Duration>,
+}
+
+/// Sends the measured stream: generated traffic at `--rate` for `--duration`, from the
+/// benchmark's process or from an `etl produce` process.
+async fn send_measured(
+    options: &E2eBenchOptions,
+    settings: &KafkaSettings,
+    topic: &str,
+    users: &[Uuid],
+    cancel: &CancellationToken,
+) -> Result<MeasuredSend, BenchError> {
+    let stream = &options.stream;
+    match &options.producer {
+        ProducerPlacement::InProcess => {
+            let produce = ProduceOptions {
+                topic: topic.to_string(),
+                rate: Some(options.rate),
+                duration: Some(options.duration),
+                ..ProduceOptions::default()
+            };
+            let generator = StreamGenerator::new(
+                users,
+                traffic(stream.seed, stream.invalid_ratio, stream.orphan_ratio),
+            );
+            let started = Utc::now();
+            let summary = send(settings, produce, generator, cancel).await?;
+            if summary.has_failures() && !cancel.is_cancelled() {
+                return Err(undelivered("measured stream", &summary));
+            }
+            Ok(MeasuredSend {
+                sent: summary.sent,
+                started,
+                elapsed: summary.send_elapsed,
+                producer_cpu: None,
+            })
+        }
+        ProducerPlacement::Process { etl } => {
+            let sent = ProducerRun {
+                etl,
+                settings,
+                topic,
+                users,
+                seed: stream.seed,
+                invalid_ratio: stream.invalid_ratio,
+                orphan_ratio: stream.orphan_ratio,
+                rate: options.rate,
+                duration: options.duration,
+            }
+            .run(cancel)
+            .await?;
+            Ok(MeasuredSend {
+                sent: sent.sent,
+                started: sent.started,
+                elapsed: sent.elapsed,
+                producer_cpu: sent.cpu,
+            })
+        }
+    }
 }
 
 /// `etl produce`'s sending loop on a blocking thread.
@@ -656,7 +755,9 @@ mod tests {
             batch_messages: Distribution::of([150.0, 200.0, 250.0]),
             batch_write_ms: Distribution::of([5.0, 6.0, 9.0]),
             writer_busy_share: 0.4,
+            producer: ProducerPlacement::InProcess.describe(),
             process_cpu_seconds: Some(30.0),
+            producer_cpu_seconds: None,
             broker_cpu_seconds: Some(12.0),
             postgres_cpu_seconds: None,
             transport_latency_ms: Distribution::of([4.0, 6.0, 9.0]),
@@ -715,6 +816,26 @@ mod tests {
         assert!(table.contains("the rate limiter's wait are not"), "{table}");
         assert!(
             table.contains("CPU stolen by the hypervisor 3.1 %"),
+            "{table}"
+        );
+        assert!(
+            table.contains("The producer: in the benchmark's process"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_producer_process_has_its_cpu_shown_apart_from_the_sinks() {
+        let mut report = report(&[record(&[10.0], &[1.0])]);
+        report.producer = ProducerPlacement::Process { etl: "etl".into() }.describe();
+        report.producer_cpu_seconds = Some(5.0);
+        let table = report.table();
+        assert!(
+            table.contains("etl sink 30.0, etl produce 5.0, broker 12.0"),
+            "{table}"
+        );
+        assert!(
+            table.contains("The producer: `etl produce`, a process of its own"),
             "{table}"
         );
     }

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod e2e;
 pub mod models;
 pub mod produce;
+pub mod producer_process;
 pub mod scratch;
 pub mod sink;
 pub mod stats;

@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use crate::batch::bench::{BatchBenchOptions, run};
 use crate::bench::broker::BrokerChoice;
-use crate::bench::e2e::{self, E2eBenchOptions};
+use crate::bench::e2e::{self, E2eBenchOptions, ProducerPlacement};
 use crate::bench::models::{self, ModelsBenchOptions};
 use crate::bench::produce::{self, ProduceBenchOptions};
 use crate::bench::scratch::StreamBenchOptions;
@@ -261,6 +261,11 @@ pub struct E2eArgs {
     /// Also read the topic with a plain consumer and report how much of the latency is Kafka's
     #[arg(long, env = "BENCH_E2E_TRANSPORT_PROBE")]
     pub transport_probe: bool,
+    /// Where the measured stream's producer runs: `in-process` (a thread of the benchmark,
+    /// sharing its process with the sink) or `process` (`etl produce` as a process of its own,
+    /// as in `just stream`)
+    #[arg(long, env = "BENCH_E2E_PRODUCER", value_enum, default_value_t = ProducerArg::InProcess)]
+    pub producer: ProducerArg,
     #[command(flatten)]
     pub stream: StreamBenchArgs,
     /// Where to write the figures as JSON (and Markdown beside it, .md)
@@ -379,10 +384,23 @@ impl SinkArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProducerArg {
+    InProcess,
+    Process,
+}
+
 impl E2eArgs {
     async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         warn_if_debug("e2e");
+        let producer = match self.producer {
+            ProducerArg::InProcess => ProducerPlacement::InProcess,
+            ProducerArg::Process => ProducerPlacement::Process {
+                etl: std::env::current_exe().context("finding the etl executable")?,
+            },
+        };
         let options = E2eBenchOptions {
+            producer,
             stream: self.stream.options(global),
             rate: self.rate,
             duration: self.duration,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etl::bench::BenchError;
 use etl::bench::broker::BrokerChoice;
-use etl::bench::e2e::{self, E2eBenchOptions};
+use etl::bench::e2e::{self, E2eBenchOptions, ProducerPlacement};
 use etl::bench::scratch::StreamBenchOptions;
 use etl::bench::sink::{self, SinkBenchOptions};
 use tokio_util::sync::CancellationToken;
@@ -113,6 +113,42 @@ async fn e2e_bench_on_kafka_measures_every_row_and_deletes_its_topics() {
         "{} was left behind",
         report.topic
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2e_bench_with_the_producer_as_a_process_of_its_own_measures_every_row() {
+    let options = E2eBenchOptions {
+        producer: ProducerPlacement::Process {
+            etl: env!("CARGO_BIN_EXE_etl").into(),
+        },
+        stream: StreamBenchOptions {
+            invalid_ratio: 0.02,
+            ..stream_options()
+        },
+        ..small_e2e(stream_options().broker)
+    };
+    let report = e2e::run(&options, CancellationToken::new()).await.unwrap();
+    // What the topic gained while `etl produce` ran: 1,000 msg/s for 2 s.
+    assert!(
+        (1_960..=2_040).contains(&report.sent),
+        "1,000 msg/s for 2 s sent {}",
+        report.sent
+    );
+    assert_eq!(report.inserted + report.rejected, report.sent);
+    assert!(report.rejected > 0, "the child sent the invalid share too");
+    let latency = report
+        .latency
+        .latency_ms
+        .as_ref()
+        .expect("rows were measured");
+    assert_eq!(latency.count as u64, report.inserted);
+    // The child's CPU is counted apart from the benchmark's process.
+    assert!(
+        report.producer_cpu_seconds.is_some_and(|s| s > 0.0),
+        "{:?}",
+        report.producer_cpu_seconds
+    );
+    assert!(report.table().contains("etl produce"), "{}", report.table());
 }
 
 fn small_e2e(broker: BrokerChoice) -> E2eBenchOptions {
