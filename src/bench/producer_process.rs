@@ -229,7 +229,7 @@ mod tests {
         let users = [Uuid::from_u128(1), Uuid::from_u128(2)];
         let dir = UsersDir::write(&users).unwrap();
         let read = crate::generate::user_ids::load_user_ids(&dir.path).unwrap();
-        assert_eq!(read.ids.iter().copied().collect::<Vec<_>>(), users);
+        assert_eq!(read.ids, users);
         let path = dir.path.clone();
         drop(dir);
         assert!(!path.exists());
