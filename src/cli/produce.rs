@@ -48,6 +48,10 @@ pub struct Args {
     /// Spread event timestamps over the past N days (demo data for daily charts)
     #[arg(long, env = "PRODUCE_BACKFILL_DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub backfill_days: Option<u32>,
+    /// Pad every message to at least this size with a `padding` field the sink ignores, e.g.
+    /// 100KB: large messages for capacity tests (the broker's limit is about 1 MB by default)
+    #[arg(long, env = "PRODUCE_PAD_TO", value_parser = super::sink::parse_bytes)]
+    pub pad_to: Option<usize>,
     /// Longest wait for outstanding deliveries at the end, e.g. 30s
     #[arg(long, env = "PRODUCE_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub flush_timeout: Duration,
@@ -80,8 +84,10 @@ impl Args {
         let cancel = shutdown::on_signal();
         let kafka = global.kafka();
         let progress = bar.clone();
+        let pad_to = self.pad_to.unwrap_or(0);
+        let messages = generator.map(move |m| m.padded_to(pad_to));
         let summary = tokio::task::spawn_blocking(move || {
-            produce_blocking(&kafka, &options, generator, &cancel, |p| show(&progress, p))
+            produce_blocking(&kafka, &options, messages, &cancel, |p| show(&progress, p))
         })
         .await
         .context("the sending thread panicked")??;

@@ -30,6 +30,12 @@ pub struct Args {
     #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = sink::DEFAULT_BATCH_SIZE as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
+    /// Most bytes a batch may hold in memory (payloads and encoded rows), e.g. 64MiB, 500MB;
+    /// the sink holds at most three batches per writer, so this bounds its memory when
+    /// messages are large (librdkafka's fetch queue, queued.max.messages.kbytes, comes on top)
+    #[arg(long, env = "SINK_BATCH_BYTES", default_value = sink::DEFAULT_BATCH_BYTES_TEXT,
+          value_parser = parse_bytes)]
+    pub batch_bytes: usize,
     /// Longest a batch waits to grow while the database is free, e.g. 20ms. A batch is written
     /// earlier when no further message is waiting, so this bounds latency under steady traffic
     #[arg(long, env = "SINK_BATCH_WAIT", default_value = sink::DEFAULT_BATCH_WAIT_TEXT,
@@ -69,6 +75,7 @@ impl Args {
             dlq_topic: self.dlq_topic,
             anomalies_topic: self.anomalies_topic,
             batch_size: self.batch_size as usize,
+            batch_bytes: self.batch_bytes,
             batch_wait: self.batch_wait,
             writers: self.writers as usize,
             until_caught_up: self.until_caught_up,
@@ -101,5 +108,49 @@ impl Args {
             options.anomalies_topic,
         );
         Ok(())
+    }
+}
+
+/// `64MiB`, `500MB`, `512KiB`, `1GiB` or a bare number of bytes; at least 1 KiB.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let invalid = || format!("`{text}` is not a size; use e.g. 64MiB, 500MB or 1048576");
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    let unit: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(invalid()),
+    };
+    let bytes = number * unit;
+    if !(1024.0..=usize::MAX as f64).contains(&bytes) {
+        return Err(format!("`{text}` is out of range; the least is 1KiB"));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_in_decimal_and_binary_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
+        assert_eq!(parse_bytes("1.5 KiB"), Ok(1_536));
+        assert_eq!(parse_bytes("2048"), Ok(2_048));
+        assert_eq!(parse_bytes("1gib"), Ok(1 << 30));
+        assert!(parse_bytes("10").is_err(), "below 1 KiB");
+        assert!(parse_bytes("64 mebibytes").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("MiB").is_err());
     }
 }

@@ -179,6 +179,23 @@ pub struct StreamMessage {
     pub orphan: bool,
 }
 
+impl StreamMessage {
+    /// The message made at least `bytes` long by a leading `padding` field, which the validator
+    /// ignores as it does every unknown field: large messages for capacity tests.
+    pub fn padded_to(mut self, bytes: usize) -> Self {
+        const OVERHEAD: usize = r#""padding":"","#.len();
+        let fill = bytes.saturating_sub(self.payload.len() + OVERHEAD);
+        if fill > 0 && self.payload.first() == Some(&b'{') {
+            let mut padding = Vec::with_capacity(fill + OVERHEAD);
+            padding.extend_from_slice(br#""padding":""#);
+            padding.resize(padding.len() + fill, b'x');
+            padding.extend_from_slice(br#"","#);
+            self.payload.splice(1..1, padding);
+        }
+        self
+    }
+}
+
 /// The UUIDv5 namespace of every tx_id a seed produces.
 pub fn seed_namespace(seed: u64) -> Uuid {
     Uuid::new_v5(
@@ -581,6 +598,23 @@ mod tests {
             .collect();
         assert_ne!(a[0].tx_id, c[0].tx_id);
         assert_eq!(a[3].tx_id, tx_id(&seed_namespace(7), 3));
+    }
+
+    #[test]
+    fn a_padded_message_is_as_long_as_asked_and_still_the_same_valid_transaction() {
+        let users = [Uuid::from_u128(7)];
+        let message = StreamGenerator::new(&users, StreamOptions::default())
+            .next()
+            .unwrap();
+        let plain = crate::domain::transaction::validate(&message.payload).unwrap();
+        let padded = message.clone().padded_to(10_000);
+        assert_eq!(padded.payload.len(), 10_000);
+        assert_eq!(
+            crate::domain::transaction::validate(&padded.payload),
+            Ok(plain)
+        );
+        // Already long enough: unchanged.
+        assert_eq!(message.clone().padded_to(10).payload, message.payload);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use etl::generate::stream::{StreamGenerator, StreamMessage, StreamOptions};
 use etl::kafka::KafkaSettings;
 use etl::kafka::producer::{ProduceOptions, produce_blocking};
 use etl::kafka::sink::{self, DB_REJECTED, SinkOptions, SinkSummary};
-use etl::telemetry::metrics::Metrics;
+use etl::telemetry::metrics::{CommitLog, Metrics};
 use rand::{RngExt, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -439,6 +439,61 @@ async fn two_writers_lose_no_statistics_update_of_a_user_in_two_partitions() {
             "{user}: {mean} vs {average}"
         );
     }
+}
+
+/// A backed-up topic of large messages: batches are shipped at the byte budget, not at the row
+/// count, so what the sink holds is bounded by its batch settings; every message still lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_are_batched_by_their_bytes_and_every_one_lands() {
+    const PADDING: usize = 100_000;
+    let db = TestDb::migrated().await;
+    let topics = Topics::new(1).await;
+    let users = users(10);
+    insert_users(&db.pool, &users).await;
+    // Valid messages made large by a field the validator ignores.
+    let messages: Vec<StreamMessage> = StreamGenerator::new(
+        &users,
+        StreamOptions {
+            seed: 61,
+            ..StreamOptions::default()
+        },
+    )
+    .take(200)
+    .map(|m| m.padded_to(PADDING))
+    .collect();
+    let expected = Expected::of(&messages);
+    assert_eq!(expected.valid.len(), 200);
+    send(&kafka(), &topics.source.name, messages).await;
+
+    let budget = 2 << 20;
+    let log = CommitLog::default();
+    let mut metrics = Metrics::new();
+    metrics.sink.commit_log = Some(log.clone());
+    let options = SinkOptions {
+        writers: 1,
+        batch_bytes: budget,
+        // Without the byte budget nothing but the row count would end a batch early: the whole
+        // backlog arrives in one fetch and a batch may wait 10 s to grow.
+        batch_wait: Duration::from_secs(10),
+        ..topics.options()
+    };
+    let settings = KafkaSettings {
+        overrides: vec![
+            ("max.partition.fetch.bytes".into(), "52428800".into()),
+            ("fetch.max.bytes".into(), "52428800".into()),
+        ],
+        ..kafka()
+    };
+    run_sink_on(&settings, &db, &options, metrics).await;
+    assert_exact(&db.pool, &expected).await;
+    let batches: Vec<usize> = log.take().iter().map(|r| r.messages).collect();
+    assert_eq!(batches.iter().sum::<usize>(), 200);
+    // A batch is shipped as soon as it holds the budget: the message that crosses it is its last.
+    let most = budget.div_ceil(PADDING);
+    assert!(
+        batches.iter().all(|&n| n <= most),
+        "batches of {batches:?} messages; at most {most} fit in {budget} bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,6 +29,15 @@ pub struct Consumed {
 }
 
 impl Consumed {
+    /// Heap and inline bytes this message keeps while it waits in a batch. A large payload is
+    /// held twice: as it came (for a dead letter) and as its encoded row.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.payload.capacity()
+            + self.key.as_ref().map_or(0, Vec::capacity)
+            + self.row_source.capacity()
+    }
+
     pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
         let payload = message.payload().unwrap_or_default().to_vec();
         let produced_at = message.headers().and_then(|headers| {
@@ -79,6 +88,18 @@ impl Consumed {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub messages: Vec<Consumed>,
+    /// What the messages hold in memory ([`Consumed::held_bytes`]), for the byte budget.
+    bytes: usize,
+}
+
+impl FromIterator<Consumed> for Batch {
+    fn from_iter<I: IntoIterator<Item = Consumed>>(messages: I) -> Self {
+        let mut batch = Self::default();
+        for message in messages {
+            batch.push(message);
+        }
+        batch
+    }
 }
 
 impl Batch {
@@ -91,7 +112,13 @@ impl Batch {
     }
 
     pub fn push(&mut self, message: Consumed) {
+        self.bytes += message.held_bytes();
         self.messages.push(message);
+    }
+
+    /// Bytes the batch's messages hold: payloads, keys and encoded rows.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Drops the messages of partitions this process no longer owns: their new owner reads them
@@ -99,6 +126,7 @@ impl Batch {
     pub fn abandon(&mut self, partitions: &[i32]) -> usize {
         let before = self.messages.len();
         self.messages.retain(|m| !partitions.contains(&m.partition));
+        self.bytes = self.messages.iter().map(Consumed::held_bytes).sum();
         before - self.messages.len()
     }
 
@@ -118,12 +146,10 @@ mod tests {
     use super::*;
 
     fn batch(messages: &[(i32, i64)]) -> Batch {
-        Batch {
-            messages: messages
-                .iter()
-                .map(|&(p, o)| Consumed::new("t", p, o, b"{}".to_vec(), None))
-                .collect(),
-        }
+        messages
+            .iter()
+            .map(|&(p, o)| Consumed::new("t", p, o, b"{}".to_vec(), None))
+            .collect()
     }
 
     #[test]
@@ -131,6 +157,19 @@ mod tests {
         let next = batch(&[(2, 7), (0, 3), (2, 9), (0, 1), (2, 8)]).next_offsets();
         assert_eq!(next, BTreeMap::from([(0, 4), (2, 10)]));
         assert!(Batch::default().next_offsets().is_empty());
+    }
+
+    #[test]
+    fn a_batch_counts_the_bytes_its_messages_hold_and_forgets_those_it_abandons() {
+        let message = |partition| Consumed::new("t", partition, 0, vec![b'x'; 1_000], None);
+        let mut batch = Batch::default();
+        batch.push(message(0));
+        batch.push(message(1));
+        let one = message(0).held_bytes();
+        assert!(one >= 1_000);
+        assert_eq!(batch.bytes(), 2 * one);
+        batch.abandon(&[1]);
+        assert_eq!(batch.bytes(), one);
     }
 
     #[test]

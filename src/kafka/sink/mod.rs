@@ -50,6 +50,11 @@ use crate::telemetry::metrics::Metrics;
 
 /// The sink's defaults, written once: `SinkOptions::default()` and the CLI's flags use these.
 pub const DEFAULT_BATCH_SIZE: usize = 50_000;
+/// 64 MiB: above what [`DEFAULT_BATCH_SIZE`] messages of the usual size hold (about 40 MB), so
+/// it binds only when messages are large.
+pub const DEFAULT_BATCH_BYTES: usize = 64 << 20;
+/// [`DEFAULT_BATCH_BYTES`] as the CLI writes it.
+pub const DEFAULT_BATCH_BYTES_TEXT: &str = "64MiB";
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(20);
 /// [`DEFAULT_BATCH_WAIT`] as the CLI writes it (a unit test checks that they agree).
 pub const DEFAULT_BATCH_WAIT_TEXT: &str = "20ms";
@@ -66,6 +71,11 @@ pub struct SinkOptions {
     pub anomalies_topic: String,
     /// Most messages per database transaction.
     pub batch_size: usize,
+    /// Most bytes a batch holds in memory (payloads and encoded rows); a batch is shipped once
+    /// it reaches this or `batch_size`. The sink holds at most three batches per writer (one
+    /// being written, one waiting, one filling), so this bounds its memory whatever the
+    /// message size.
+    pub batch_bytes: usize,
     /// Longest a batch waits to grow while the writer is idle.
     pub batch_wait: Duration,
     /// Batches written at the same time, each by a writer with a connection of its own and
@@ -92,6 +102,7 @@ impl Default for SinkOptions {
             dlq_topic: config::DEFAULT_DLQ_TOPIC.into(),
             anomalies_topic: config::DEFAULT_ANOMALIES_TOPIC.into(),
             batch_size: DEFAULT_BATCH_SIZE,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             batch_wait: DEFAULT_BATCH_WAIT,
             writers: DEFAULT_WRITERS,
             until_caught_up: false,
@@ -488,7 +499,9 @@ async fn read_batches(
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     'reading: loop {
         for lane in lanes.iter_mut() {
-            if lane.batch.len() >= options.batch_size && lane.ship().await.is_err() {
+            let full =
+                lane.batch.len() >= options.batch_size || lane.batch.bytes() >= options.batch_bytes;
+            if full && lane.ship().await.is_err() {
                 break 'reading;
             }
         }
@@ -772,6 +785,10 @@ mod tests {
         assert_eq!(
             crate::cli::produce::parse_duration(DEFAULT_BATCH_WAIT_TEXT),
             Ok(DEFAULT_BATCH_WAIT)
+        );
+        assert_eq!(
+            crate::cli::sink::parse_bytes(DEFAULT_BATCH_BYTES_TEXT),
+            Ok(DEFAULT_BATCH_BYTES)
         );
         assert!(enough_connections(DEFAULT_WRITERS, DEFAULT_DB_CONNECTIONS).is_ok());
     }

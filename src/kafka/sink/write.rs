@@ -749,13 +749,11 @@ mod tests {
     #[test]
     fn scoring_continues_each_users_statistics_from_before_the_batch() {
         let generated = messages(30, 0.0);
-        let batch = Batch {
-            messages: generated
-                .iter()
-                .enumerate()
-                .map(|(i, m)| consumed(0, i as i64, m))
-                .collect(),
-        };
+        let batch: Batch = generated
+            .iter()
+            .enumerate()
+            .map(|(i, m)| consumed(0, i as i64, m))
+            .collect();
         let sorted = sort_out(&batch, &HashMap::new());
         let first_user = sorted.valid[0].1.user_id;
         let mut before = HashMap::new();
