@@ -7,6 +7,7 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod generate;
 pub mod http;

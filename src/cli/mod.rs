@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build_models;
+pub mod demo;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
@@ -53,9 +54,12 @@ pub enum Command {
     Topics(topics::Command),
     /// The REST API, the live dashboard and the stream page, with /metrics and /openapi.json.
     Serve(serve::Args),
-    /// Benchmarks, not tests: `etl bench batch`, `etl bench produce`.
+    /// Benchmarks, not tests: batch, produce, sink (drain), e2e, models, plan, serve.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// The whole pipeline once on the running services (batch, stream, models), ending in one
+    /// summary that adds up: what `just demo` runs.
+    Demo(demo::Args),
 }
 
 impl Cli {
@@ -71,6 +75,7 @@ impl Cli {
             Command::Topics(command) => command.run(&self.global).await,
             Command::Serve(args) => args.run(&self.global).await,
             Command::Bench(bench) => bench.run(&self.global).await,
+            Command::Demo(args) => args.run(&self.global).await,
         }
     }
 }
