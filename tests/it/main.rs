@@ -4,6 +4,7 @@
 mod batch;
 mod bench;
 mod compose_file;
+mod deploy;
 mod helpers;
 mod kafka_roundtrip;
 mod migrate;
