@@ -247,8 +247,7 @@ impl Args {
                     Some(addr) => Some(serve_metrics(addr, &metrics, &pool, &cancel).await?),
                     None => None,
                 };
-                let full_tests_every =
-                    Some(self.full_tests_every).filter(|every| !every.is_zero());
+                let full_tests_every = Some(self.full_tests_every).filter(|every| !every.is_zero());
                 run_scheduled_with(
                     &pool,
                     &options,

@@ -142,7 +142,10 @@ fn dockerfile_builds_in_one_stage_and_runs_etl_as_non_root_in_a_slim_one() {
         .collect();
     assert!(stages.len() >= 2, "multi-stage: {} FROM", stages.len());
     let builder = &instructions[stages[0]].1;
-    assert!(builder.starts_with("rust:"), "builder on a Rust image: {builder}");
+    assert!(
+        builder.starts_with("rust:"),
+        "builder on a Rust image: {builder}"
+    );
     let builder_name = builder.split_whitespace().last().unwrap();
     let last = &instructions[*stages.last().unwrap()..];
     let runtime = &last[0].1;
@@ -276,7 +279,11 @@ fn compose_profiles_add_the_app_and_observability_and_leave_just_up_alone() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(groups.len(), 1, "the sinks share one consumer group: {groups:?}");
+    assert_eq!(
+        groups.len(),
+        1,
+        "the sinks share one consumer group: {groups:?}"
+    );
     assert_eq!(running("serve").len(), 1, "the API: {commands:?}");
     let schedulers = running("build-models");
     assert_eq!(schedulers.len(), 1, "the model scheduler: {commands:?}");
@@ -341,7 +348,9 @@ fn prometheus_scrapes_every_etl_process_that_serves_metrics() {
     let mounts = strings(&services["prometheus"]["volumes"]);
     for rule_file in strings(&prometheus["rule_files"]) {
         assert!(
-            mounts.iter().any(|m| m.split(':').nth(1) == Some(rule_file.as_str())),
+            mounts
+                .iter()
+                .any(|m| m.split(':').nth(1) == Some(rule_file.as_str())),
             "{rule_file} is not mounted into Prometheus: {mounts:?}"
         );
     }
@@ -363,7 +372,10 @@ fn exported_series() -> BTreeSet<String> {
             partition: 0,
         })
         .set(0);
-    sink.sink.errors.get_or_create(&StageLabel { stage: "write" }).inc();
+    sink.sink
+        .errors
+        .get_or_create(&StageLabel { stage: "write" })
+        .inc();
     let http = HttpMetrics::new();
     http.observe("GET", "/healthz", 200, 0.001);
     let models = ModelMetrics::new();
@@ -469,10 +481,11 @@ fn dashboard_and_alerts_use_only_metrics_the_code_exports() {
     }
     assert!(rules > 0);
 
-
     // Grafana finds the provisioning and the dashboards where the compose file mounts them.
     let provider = yaml("deploy/grafana/provisioning/dashboards/etl.yml");
-    let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
     let services = compose_services();
     let mounts = strings(&services["grafana"]["volumes"]);
     for (host, container) in [
@@ -551,7 +564,10 @@ fn k8s_grace_period_outlasts_the_sinks_stop() {
         if service["command"][0] == "kafka-to-postgres" {
             let period = service["stop_grace_period"].as_str().unwrap_or("10s");
             let period = etl::cli::produce::parse_duration(period).unwrap();
-            assert!(period > stop, "{name}: stop_grace_period {period:?} ≤ {stop:?}");
+            assert!(
+                period > stop,
+                "{name}: stop_grace_period {period:?} ≤ {stop:?}"
+            );
         }
     }
 }
@@ -571,7 +587,8 @@ fn probe_target(container: &Value, probe: &str) -> (String, u16) {
             .iter()
             .find(|p| p["name"] == name.as_str())
             .and_then(|p| p["containerPort"].as_u64())
-            .unwrap_or_else(|| panic!("no container port named {name}")) as u16,
+            .unwrap_or_else(|| panic!("no container port named {name}"))
+            as u16,
         other => panic!("port {other:?}"),
     };
     (path, port)
@@ -597,10 +614,7 @@ async fn k8s_probes_point_at_paths_and_ports_the_processes_serve() {
         document.paths.paths.keys().cloned().collect()
     };
 
-    for (name, container) in [
-        ("etl-sink", "sink"),
-        ("etl-api", "api"),
-    ] {
+    for (name, container) in [("etl-sink", "sink"), ("etl-api", "api")] {
         let deployment = k8s_kind(&documents, "Deployment", name);
         let container = pod_spec(deployment)["containers"]
             .as_sequence()
@@ -624,7 +638,10 @@ async fn k8s_probes_point_at_paths_and_ports_the_processes_serve() {
                     .await
                     .unwrap()
                     .status();
-                assert_eq!(status, 200, "{name} {probe}: the sink does not serve {path}");
+                assert_eq!(
+                    status, 200,
+                    "{name} {probe}: the sink does not serve {path}"
+                );
             } else {
                 assert!(
                     api_paths.contains(&path),
@@ -663,9 +680,15 @@ async fn the_model_scheduler_serves_its_metrics_and_probes() {
         text.contains(r#"etl_models_runs_total{outcome="busy"} 1"#),
         "{text}"
     );
-    assert!(text.contains("# TYPE etl_models_run_duration_seconds histogram"), "{text}");
+    assert!(
+        text.contains("# TYPE etl_models_run_duration_seconds histogram"),
+        "{text}"
+    );
     for path in ["/healthz", "/readyz"] {
-        let status = reqwest::get(format!("http://{bound}{path}")).await.unwrap().status();
+        let status = reqwest::get(format!("http://{bound}{path}"))
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 200, "{path}");
     }
     cancel.cancel();
@@ -705,7 +728,10 @@ fn hidden_env_vars() -> BTreeSet<String> {
 fn k8s_secrets_are_referenced_never_embedded() {
     let hidden = hidden_env_vars();
     for expected in ["DATABASE_URL", "KAFKA_PASSWORD", "ETL_API_TOKEN"] {
-        assert!(hidden.contains(expected), "{expected} not hidden: {hidden:?}");
+        assert!(
+            hidden.contains(expected),
+            "{expected} not hidden: {hidden:?}"
+        );
     }
     let documents = k8s_documents();
     for (file, document) in &documents {
@@ -739,7 +765,10 @@ fn k8s_secrets_are_referenced_never_embedded() {
         }
         // envFrom may only bring ConfigMaps: a secretRef would hide which keys are secrets.
         for source in container["envFrom"].as_sequence().into_iter().flatten() {
-            assert!(source["configMapRef"].is_mapping(), "{name}: envFrom {source:?}");
+            assert!(
+                source["configMapRef"].is_mapping(),
+                "{name}: envFrom {source:?}"
+            );
         }
         // Whoever connects to PostgreSQL gets DATABASE_URL from the Secret.
         let vars: Vec<&str> = container["env"]
@@ -783,10 +812,16 @@ fn k8s_cronjob_schedules_are_valid_and_do_not_overlap() {
             args.every.is_none() && args.cron.is_none(),
             "{name}: the CronJob is the schedule; the process builds once"
         );
-        scopes.insert(format!("{:?}", args.test_scope.expect("an explicit --test-scope")));
+        scopes.insert(format!(
+            "{:?}",
+            args.test_scope.expect("an explicit --test-scope")
+        ));
     }
     // Frequent builds test what changed, a daily one everything.
-    assert_eq!(scopes, BTreeSet::from(["All".to_string(), "Changed".to_string()]));
+    assert_eq!(
+        scopes,
+        BTreeSet::from(["All".to_string(), "Changed".to_string()])
+    );
 }
 
 /// The file the tests read must exist where the docs say.
@@ -800,10 +835,18 @@ fn operations_guide_and_readme_cover_deployment() {
         "secretKeyRef",
         "--full-tests-every",
     ] {
-        assert!(guide.contains(topic), "docs/OPERATIONS.md does not mention {topic}");
+        assert!(
+            guide.contains(topic),
+            "docs/OPERATIONS.md does not mention {topic}"
+        );
     }
     let readme = read("README.md");
-    for topic in ["sasl_ssl", "sslmode", "--test-scope changed", "docs/OPERATIONS.md"] {
+    for topic in [
+        "sasl_ssl",
+        "sslmode",
+        "--test-scope changed",
+        "docs/OPERATIONS.md",
+    ] {
         assert!(readme.contains(topic), "README.md does not mention {topic}");
     }
     assert!(Path::new(&root().join("deploy/k8s/kustomization.yaml")).is_file());
