@@ -140,7 +140,7 @@ impl Args {
 
     /// Scheduled builds test the changed rows by default (a full run comes every
     /// --full-tests-every); a single build tests everything, as dbt does.
-    fn test_scope(&self) -> TestScope {
+    pub fn test_scope(&self) -> TestScope {
         self.test_scope.unwrap_or(if self.is_scheduled() {
             TestScope::Changed
         } else {
@@ -317,5 +317,33 @@ fn report(summary: &RunSummary, options: &BuildOptions) {
     print!("{}", summary.table());
     if let Some(dir) = &options.target_dir {
         println!("results in {}", dir.join("run_results.json").display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::models::TestScope;
+
+    fn scope(args: &[&str]) -> TestScope {
+        let cli = Cli::try_parse_from(["etl", "build-models"].iter().chain(args)).unwrap();
+        let Command::BuildModels(args) = cli.command else {
+            unreachable!()
+        };
+        args.test_scope()
+    }
+
+    #[test]
+    fn scheduled_builds_test_the_changed_rows_unless_told_otherwise() {
+        assert_eq!(scope(&[]), TestScope::All);
+        assert_eq!(scope(&["--every", "5m"]), TestScope::Changed);
+        assert_eq!(scope(&["--cron", "*/5 * * * *"]), TestScope::Changed);
+        assert_eq!(
+            scope(&["--every", "5m", "--test-scope", "all"]),
+            TestScope::All
+        );
+        assert_eq!(scope(&["--test-scope", "changed"]), TestScope::Changed);
     }
 }
