@@ -206,3 +206,29 @@ impl CreateArgs {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command as Top};
+
+    fn create(args: &[&str]) -> super::CreateArgs {
+        let cli = Cli::try_parse_from(["etl", "topics", "create"].iter().chain(args)).unwrap();
+        let Top::Topics(super::Command::Create(args)) = cli.command else {
+            unreachable!()
+        };
+        args
+    }
+
+    #[test]
+    fn every_topic_gets_the_replication_factor_asked_for() {
+        let specs = create(&["--replication-factor", "3"]).specs();
+        assert_eq!(specs.len(), 3);
+        assert!(specs.iter().all(|s| s.replication == 3), "{specs:?}");
+        let named = create(&["a", "b", "--replication-factor", "2"]).specs();
+        assert!(named.iter().all(|s| s.replication == 2), "{named:?}");
+        // The single local broker takes nothing else.
+        assert!(create(&[]).specs().iter().all(|s| s.replication == 1));
+    }
+}
