@@ -292,6 +292,74 @@ impl HttpMetrics {
     }
 }
 
+/// `etl produce`'s metrics (with `--metrics-addr`): what it sent and what the broker
+/// acknowledged or refused, so that the producer's rate sits beside the sinks' on a dashboard.
+#[derive(Clone)]
+pub struct ProduceMetrics {
+    pub registry: Arc<Registry>,
+    pub sent: Counter,
+    pub delivered: Counter,
+    pub failed: Counter,
+}
+
+impl Default for ProduceMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProduceMetrics {
+    pub fn new() -> Self {
+        let (sent, delivered, failed) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let mut registry = Registry::with_prefix("etl_produce");
+        registry.register_with_unit(
+            "sent",
+            "Messages handed to the Kafka client (valid or deliberately invalid)",
+            Unit::Other("messages".into()),
+            sent.clone(),
+        );
+        registry.register_with_unit(
+            "delivered",
+            "Messages the broker acknowledged",
+            Unit::Other("messages".into()),
+            delivered.clone(),
+        );
+        registry.register_with_unit(
+            "failed",
+            "Messages whose delivery failed",
+            Unit::Other("messages".into()),
+            failed.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            sent,
+            delivered,
+            failed,
+        }
+    }
+
+    /// Brings the counters up to a progress report's running totals. The producer reports
+    /// totals, not increments; a total that went down (never expected) is ignored.
+    pub fn observe(&self, progress: &crate::kafka::producer::Progress) {
+        for (counter, total) in [
+            (&self.sent, progress.sent),
+            (&self.delivered, progress.delivered),
+            (&self.failed, progress.failed),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
 /// Outcome of one scheduled build: `success`, `failure` (a node failed, errored or was
 /// skipped), `error` (the build could not run at all) or `busy` (another scheduler held the lock).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -488,6 +556,29 @@ mod tests {
             r#"etl_models_runs_total{outcome="success"} 1"#,
             r#"etl_models_runs_total{outcome="busy"} 1"#,
             "etl_models_last_success_timestamp_seconds 1750000000",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_producer_counts_follow_its_running_totals() {
+        use crate::kafka::producer::Progress;
+        let metrics = ProduceMetrics::new();
+        let at = |sent, delivered, failed| Progress {
+            sent,
+            delivered,
+            failed,
+            elapsed: std::time::Duration::from_secs(1),
+        };
+        metrics.observe(&at(10, 7, 1));
+        metrics.observe(&at(25, 20, 1));
+        metrics.observe(&at(25, 19, 1));
+        let text = metrics.render();
+        for expected in [
+            "etl_produce_sent_messages_total 25",
+            "etl_produce_delivered_messages_total 20",
+            "etl_produce_failed_messages_total 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use etl::cli::{Cli, Command};
 use etl::kafka::sink::{SinkOptions, longest_stop};
-use etl::telemetry::metrics::{HttpMetrics, Metrics, ModelMetrics};
+use etl::telemetry::metrics::{HttpMetrics, Metrics, ModelMetrics, ProduceMetrics};
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -111,6 +111,7 @@ fn metrics_addr(cli: &Cli) -> Option<SocketAddr> {
             args.metrics_addr
         }
         Command::Serve(args) => Some(args.addr),
+        Command::Produce(args) => args.metrics_addr,
         _ => None,
     }
 }
@@ -344,10 +345,15 @@ fn prometheus_scrapes_every_etl_process_that_serves_metrics() {
             None => {}
         }
     }
-    assert_eq!(scraped, 4, "two sinks, the API and the scheduler");
-    // The producer has no /metrics yet (docs/OPERATIONS.md says so); anything else long-running
-    // without one is a gap in the dashboard.
-    assert_eq!(unscraped_long_running, ["etl-producer"]);
+    assert_eq!(
+        scraped, 5,
+        "the producer, two sinks, the API and the scheduler"
+    );
+    // Anything long-running without /metrics is a gap in the dashboard.
+    assert!(
+        unscraped_long_running.is_empty(),
+        "{unscraped_long_running:?} run without /metrics"
+    );
     // Prometheus loads the alert rules from where the compose file mounts them.
     let prometheus = yaml("deploy/prometheus/prometheus.yml");
     let mounts = strings(&services["prometheus"]["volumes"]);
@@ -389,7 +395,12 @@ fn exported_series() -> BTreeSet<String> {
         .test_failures
         .get_or_create(&TestStatusLabel { status: "fail" })
         .inc();
-    let texts = [sink.render(), http.render(), models.render()];
+    let texts = [
+        sink.render(),
+        http.render(),
+        models.render(),
+        ProduceMetrics::new().render(),
+    ];
     let mut names = BTreeSet::new();
     for text in texts {
         for line in text.lines() {
@@ -455,6 +466,7 @@ fn dashboard_and_alerts_use_only_metrics_the_code_exports() {
     }
     // What the issue asks the dashboard to show.
     for needed in [
+        "etl_produce_delivered_messages_total",
         "etl_sink_consumed_messages_total",
         "etl_sink_lag_messages",
         "etl_sink_end_to_end_latency_seconds_bucket",
