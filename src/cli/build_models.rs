@@ -1,7 +1,9 @@
 //! `etl build-models`
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -9,9 +11,10 @@ use anyhow::bail;
 use crate::db;
 use crate::models::{
     self, BuildOptions, LockedBuild, NodeResult, Progress, RunSummary, Schedule, TestScope,
-    build_locked, parse_vars, run_scheduled,
+    build_locked, parse_vars, run_scheduled_with,
 };
 use crate::shutdown;
+use crate::telemetry::metrics::ModelMetrics;
 
 use super::GlobalArgs;
 use super::produce::parse_duration;
@@ -85,9 +88,22 @@ pub struct Args {
     /// Which rows data tests check: all (every row, every run, as dbt does), or changed: on
     /// models with a loaded_at_field, only the rows loaded since the test last passed (with
     /// the same definition); tests that read no such model still check everything. A run with
-    /// all checks what changed misses: parents that lost keys, rows rewritten in place
-    #[arg(long, env = "ETL_MODELS_TEST_SCOPE", value_enum, default_value = "all")]
-    pub test_scope: TestScope,
+    /// all checks what changed misses: parents that lost keys, rows rewritten in place.
+    /// Default: all for a single build; changed with --every/--cron, plus a full run every
+    /// --full-tests-every
+    #[arg(long, env = "ETL_MODELS_TEST_SCOPE", value_enum)]
+    pub test_scope: Option<TestScope>,
+
+    /// With --every/--cron and test scope changed: run every test in full on the first build
+    /// and then again once this long has passed since the last full run, e.g. 24h, 12h.
+    /// 0 turns the full runs off
+    #[arg(long, env = "ETL_MODELS_FULL_TESTS_EVERY", value_parser = parse_duration, default_value = "24h")]
+    pub full_tests_every: Duration,
+
+    /// With --every/--cron: serve Prometheus /metrics (run durations, outcomes, test
+    /// failures), /healthz and /readyz on this address, e.g. 0.0.0.0:9187
+    #[arg(long, env = "ETL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// With --test-scope changed: start this much before the rows a test last checked, for
     /// loads that committed out of order
@@ -122,6 +138,20 @@ impl Args {
         self.models_dir.clone()
     }
 
+    /// Scheduled builds test the changed rows by default (a full run comes every
+    /// --full-tests-every); a single build tests everything, as dbt does.
+    pub fn test_scope(&self) -> TestScope {
+        self.test_scope.unwrap_or(if self.is_scheduled() {
+            TestScope::Changed
+        } else {
+            TestScope::All
+        })
+    }
+
+    fn is_scheduled(&self) -> bool {
+        self.every.is_some() || self.cron.is_some()
+    }
+
     fn options(&self) -> anyhow::Result<BuildOptions> {
         Ok(BuildOptions {
             models_dir: self.project_dir(),
@@ -143,7 +173,7 @@ impl Args {
             threads: self.threads as usize,
             vars: parse_vars(self.vars.as_deref().unwrap_or_default())?,
             target_dir: Some(self.target_dir.clone()),
-            test_scope: self.test_scope,
+            test_scope: self.test_scope(),
             test_lookback: self.test_lookback,
             ..BuildOptions::default()
         })
@@ -182,8 +212,10 @@ impl Args {
         if !plan.project.layout.dbt {
             db::migrate::migrate(&global.database_url).await?;
         }
-        // One connection per thread, one for the build lock, one for the history.
-        let pool = db::connect(&global.database_url, self.threads + 2).await?;
+        // One connection per thread, one for the build lock, one for the history, and one for
+        // the readiness probe when /readyz is served, so that a busy build does not fail it.
+        let connections = self.threads + 2 + u32::from(self.metrics_addr.is_some());
+        let pool = db::connect(&global.database_url, connections).await?;
         if plan.project.layout.dbt {
             models::results::ensure_bookkeeping(&pool).await?;
         }
@@ -210,30 +242,108 @@ impl Args {
             }
             Some(schedule) => {
                 let cancel = shutdown::on_signal();
-                run_scheduled(
+                let metrics = ModelMetrics::new();
+                let server = match self.metrics_addr {
+                    Some(addr) => Some(serve_metrics(addr, &metrics, &pool, &cancel).await?),
+                    None => None,
+                };
+                let full_tests_every = Some(self.full_tests_every).filter(|every| !every.is_zero());
+                run_scheduled_with(
                     &pool,
                     &options,
                     &schedule,
+                    full_tests_every,
                     &cancel,
                     &PrintProgress,
                     |outcome| match outcome {
-                        Ok(LockedBuild::Built(summary)) => report(summary, &options),
+                        Ok(LockedBuild::Built(summary)) => {
+                            metrics.record(summary);
+                            report(summary, &options);
+                        }
                         Ok(LockedBuild::Busy) => {
+                            metrics.record_no_build("busy");
                             println!("another scheduler is building, skipping this tick");
                         }
-                        Err(error) => eprintln!("error: {error}"),
+                        Err(error) => {
+                            metrics.record_no_build("error");
+                            eprintln!("error: {error}");
+                        }
                     },
                 )
                 .await;
+                if let Some(server) = server {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+                }
                 Ok(())
             }
         }
     }
 }
 
+/// Serves the scheduler's metrics until `cancel`; ready while the database answers.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: &ModelMetrics,
+    pool: &sqlx::PgPool,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let render = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.render())
+    };
+    let database: crate::http::ops::Probe = {
+        let pool = pool.clone();
+        Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let ping = sqlx::query("SELECT 1").execute(&pool);
+                match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(err)) => Err(format!("database: {err}")),
+                    Err(_) => Err("database: no answer within 2 s".into()),
+                }
+            })
+        })
+    };
+    let router = crate::http::ops::router_rendering(render, vec![database]);
+    let (bound, handle) = crate::http::ops::serve(addr, router, cancel.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("serving /metrics on {addr}: {err}"))?;
+    tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+    Ok(handle)
+}
+
 fn report(summary: &RunSummary, options: &BuildOptions) {
     print!("{}", summary.table());
     if let Some(dir) = &options.target_dir {
         println!("results in {}", dir.join("run_results.json").display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::models::TestScope;
+
+    fn scope(args: &[&str]) -> TestScope {
+        let cli = Cli::try_parse_from(["etl", "build-models"].iter().chain(args)).unwrap();
+        let Command::BuildModels(args) = cli.command else {
+            unreachable!()
+        };
+        args.test_scope()
+    }
+
+    #[test]
+    fn scheduled_builds_test_the_changed_rows_unless_told_otherwise() {
+        assert_eq!(scope(&[]), TestScope::All);
+        assert_eq!(scope(&["--every", "5m"]), TestScope::Changed);
+        assert_eq!(scope(&["--cron", "*/5 * * * *"]), TestScope::Changed);
+        assert_eq!(
+            scope(&["--every", "5m", "--test-scope", "all"]),
+            TestScope::All
+        );
+        assert_eq!(scope(&["--test-scope", "changed"]), TestScope::Changed);
     }
 }

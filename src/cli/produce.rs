@@ -1,7 +1,9 @@
 //! `etl produce`: synthetic transactions to Kafka, user ids taken from the monthly user files.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,6 +14,7 @@ use crate::generate::stream::{EventClock, StreamGenerator, StreamOptions};
 use crate::generate::user_ids::load_user_ids;
 use crate::kafka::producer::{ProduceOptions, Progress, produce_blocking};
 use crate::shutdown;
+use crate::telemetry::metrics::ProduceMetrics;
 
 use super::GlobalArgs;
 
@@ -55,6 +58,10 @@ pub struct Args {
     /// Longest wait for outstanding deliveries at the end, e.g. 30s
     #[arg(long, env = "PRODUCE_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub flush_timeout: Duration,
+    /// Serve Prometheus /metrics (sent, delivered, failed), /healthz and /readyz on this
+    /// address while producing, e.g. 0.0.0.0:9187
+    #[arg(long, env = "PRODUCE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Args {
@@ -84,13 +91,38 @@ impl Args {
         let cancel = shutdown::on_signal();
         let kafka = global.kafka();
         let progress = bar.clone();
+        let metrics = ProduceMetrics::new();
+        let serve_stop = tokio_util::sync::CancellationToken::new();
+        let server = match self.metrics_addr {
+            Some(addr) => {
+                let render = {
+                    let metrics = metrics.clone();
+                    Arc::new(move || metrics.render())
+                };
+                let router = crate::http::ops::router_rendering(render, Vec::new());
+                let (bound, handle) = crate::http::ops::serve(addr, router, serve_stop.clone())
+                    .await
+                    .with_context(|| format!("serving /metrics on {addr}"))?;
+                tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+                Some(handle)
+            }
+            None => None,
+        };
+        let counted = metrics.clone();
         let pad_to = self.pad_to.unwrap_or(0);
         let messages = generator.map(move |m| m.padded_to(pad_to));
         let summary = tokio::task::spawn_blocking(move || {
-            produce_blocking(&kafka, &options, messages, &cancel, |p| show(&progress, p))
+            produce_blocking(&kafka, &options, messages, &cancel, |p| {
+                counted.observe(p);
+                show(&progress, p);
+            })
         })
         .await
         .context("the sending thread panicked")??;
+        serve_stop.cancel();
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
         bar.finish_and_clear();
         println!("{summary}");
         println!(

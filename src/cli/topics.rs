@@ -47,6 +47,10 @@ pub struct CreateArgs {
     /// Topic the anomaly relay publishes to
     #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = crate::kafka::config::DEFAULT_ANOMALIES_TOPIC)]
     pub anomalies_topic: String,
+    /// Copies of each partition: 1 for a single local broker; managed clusters usually want 3
+    #[arg(long, env = "KAFKA_TOPIC_REPLICATION", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: i32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,7 +188,7 @@ impl Command {
 
 impl CreateArgs {
     fn specs(&self) -> Vec<TopicSpec> {
-        if self.names.is_empty() {
+        let specs = if self.names.is_empty() {
             vec![
                 TopicSpec::new(&self.topic, self.topic_partitions),
                 TopicSpec::new(&self.dlq_topic, 1),
@@ -195,6 +199,36 @@ impl CreateArgs {
                 .iter()
                 .map(|n| TopicSpec::new(n, self.partitions))
                 .collect()
-        }
+        };
+        specs
+            .into_iter()
+            .map(|s| s.with_replication(self.replication_factor))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command as Top};
+
+    fn create(args: &[&str]) -> super::CreateArgs {
+        let cli = Cli::try_parse_from(["etl", "topics", "create"].iter().chain(args)).unwrap();
+        let Top::Topics(super::Command::Create(args)) = cli.command else {
+            unreachable!()
+        };
+        args
+    }
+
+    #[test]
+    fn every_topic_gets_the_replication_factor_asked_for() {
+        let specs = create(&["--replication-factor", "3"]).specs();
+        assert_eq!(specs.len(), 3);
+        assert!(specs.iter().all(|s| s.replication == 3), "{specs:?}");
+        let named = create(&["a", "b", "--replication-factor", "2"]).specs();
+        assert!(named.iter().all(|s| s.replication == 2), "{named:?}");
+        // The single local broker takes nothing else.
+        assert!(create(&[]).specs().iter().all(|s| s.replication == 1));
     }
 }

@@ -19,18 +19,27 @@ use crate::telemetry::metrics::Metrics;
 pub type Probe =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Renders a process's metrics as Prometheus text.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 struct OpsState {
-    metrics: Metrics,
+    render: Render,
     probes: Vec<Probe>,
 }
 
+/// The sink's endpoints.
 pub fn router(metrics: Metrics, probes: Vec<Probe>) -> Router {
+    router_rendering(Arc::new(move || metrics.render()), probes)
+}
+
+/// The same endpoints for a process with a registry of its own (the model scheduler).
+pub fn router_rendering(render: Render, probes: Vec<Probe>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(OpsState { metrics, probes })
+        .with_state(OpsState { render, probes })
 }
 
 async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
@@ -39,7 +48,7 @@ async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        (state.render)(),
     )
 }
 

@@ -13,6 +13,9 @@ use super::{KafkaError, KafkaSettings};
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
+    /// Copies of each partition: 1 for the local single broker; managed clusters usually
+    /// refuse fewer than 3.
+    pub replication: i32,
 }
 
 impl TopicSpec {
@@ -20,6 +23,14 @@ impl TopicSpec {
         Self {
             name: name.into(),
             partitions,
+            replication: 1,
+        }
+    }
+
+    pub fn with_replication(self, replication: i32) -> Self {
+        Self {
+            replication,
+            ..self
         }
     }
 }
@@ -75,7 +86,13 @@ pub async fn create_topics(
         let admin = admin_client(settings)?;
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(1)))
+            .map(|s| {
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication),
+                )
+            })
             .collect();
         let results = admin
             .create_topics(&new_topics, &admin_options())

@@ -35,7 +35,10 @@ pub use data_tests::TestScope;
 pub use error::ModelError;
 pub use plan::{GraphFormat, NodeKind, Plan, plan};
 pub use results::{NodeResult, RunSummary, Status};
-pub use schedule::{LockedBuild, Schedule, build_locked, run_scheduled};
+pub use schedule::{
+    DEFAULT_FULL_TESTS_EVERY, LockedBuild, Schedule, build_locked, run_scheduled,
+    run_scheduled_with, tick_test_scope,
+};
 
 /// The default models folder and target folder, relative to the working directory.
 pub const DEFAULT_MODELS_DIR: &str = "models";

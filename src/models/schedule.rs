@@ -13,7 +13,30 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::results::RunSummary;
-use super::{BuildOptions, ModelError, Progress, build_with_progress};
+use super::{BuildOptions, ModelError, Progress, TestScope, build_with_progress};
+
+/// How often a scheduler that tests only the changed rows runs every test in full anyway: once
+/// a day catches what changed-scope tests cannot see (parents that lost keys, rows rewritten in
+/// place) at the cost of one full test run.
+pub const DEFAULT_FULL_TESTS_EVERY: Duration = Duration::from_secs(86_400);
+
+/// The test scope of one scheduled tick at `now`. `requested` all means all, every tick.
+/// Requested changed: all when no full run happened yet in this process (`last_full` none) or
+/// the last one is `full_every` or more ago, else changed. `full_every` none: changed, always.
+pub fn tick_test_scope(
+    requested: TestScope,
+    full_every: Option<Duration>,
+    last_full: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> TestScope {
+    let (TestScope::Changed, Some(every)) = (requested, full_every) else {
+        return requested;
+    };
+    match last_full {
+        Some(last) if (now - last).to_std().unwrap_or_default() < every => TestScope::Changed,
+        _ => TestScope::All,
+    }
+}
 
 /// Advisory lock key of model builds ("etl_mdls" in ASCII); one per database.
 pub const BUILD_LOCK_KEY: i64 = 0x6574_6c5f_6d64_6c73;
@@ -125,14 +148,40 @@ pub async fn run_scheduled(
     schedule: &Schedule,
     cancel: &CancellationToken,
     progress: &dyn Progress,
+    on_tick: impl FnMut(&Result<LockedBuild, ModelError>),
+) {
+    run_scheduled_with(pool, options, schedule, None, cancel, progress, on_tick).await;
+}
+
+/// [`run_scheduled`], with `options.test_scope` changed turned into a full test run at least
+/// every `full_tests_every` (see [`tick_test_scope`]).
+pub async fn run_scheduled_with(
+    pool: &PgPool,
+    options: &BuildOptions,
+    schedule: &Schedule,
+    full_tests_every: Option<Duration>,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
     mut on_tick: impl FnMut(&Result<LockedBuild, ModelError>),
 ) {
+    let mut last_full: Option<DateTime<Utc>> = None;
     loop {
         let started = Utc::now();
+        let test_scope = tick_test_scope(options.test_scope, full_tests_every, last_full, started);
+        let tick_options = BuildOptions {
+            test_scope,
+            ..options.clone()
+        };
+        tracing::info!(test_scope = test_scope.as_str(), "scheduled build starting");
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
-            outcome = build_locked(pool, options, progress, false) => outcome,
+            outcome = build_locked(pool, &tick_options, progress, false) => outcome,
         };
+        // A full run counts once it built, failing tests included (they ran in full); a tick that
+        // errored or found the lock taken tries again next time.
+        if test_scope == TestScope::All && matches!(outcome, Ok(LockedBuild::Built(_))) {
+            last_full = Some(started);
+        }
         match &outcome {
             Ok(LockedBuild::Busy) => {
                 tracing::info!("another scheduler is building, skipping this tick");
@@ -177,6 +226,50 @@ mod tests {
         // A build longer than the period skips the missed tick.
         let after_7m = start + chrono::Duration::seconds(420);
         assert_eq!(every.delay(start, after_7m), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn changed_scope_runs_in_full_first_and_then_once_per_period() {
+        let day = Some(Duration::from_secs(86_400));
+        let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let at = |seconds| start + chrono::Duration::seconds(seconds);
+        // The first tick of a scheduler has no full run behind it.
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, None, start),
+            TestScope::All
+        );
+        // Within the day: changed only; a day after the last full run, and later: all again.
+        let last = Some(start);
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, last, at(300)),
+            TestScope::Changed
+        );
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, last, at(86_399)),
+            TestScope::Changed
+        );
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, last, at(86_400)),
+            TestScope::All
+        );
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, last, at(200_000)),
+            TestScope::All
+        );
+        // A clock that went back is no reason for a full run.
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, day, last, at(-60)),
+            TestScope::Changed
+        );
+        // No period: changed always; requested all: all always.
+        assert_eq!(
+            tick_test_scope(TestScope::Changed, None, None, start),
+            TestScope::Changed
+        );
+        assert_eq!(
+            tick_test_scope(TestScope::All, day, last, at(300)),
+            TestScope::All
+        );
     }
 
     #[test]

@@ -292,6 +292,185 @@ impl HttpMetrics {
     }
 }
 
+/// `etl produce`'s metrics (with `--metrics-addr`): what it sent and what the broker
+/// acknowledged or refused, so that the producer's rate sits beside the sinks' on a dashboard.
+#[derive(Clone)]
+pub struct ProduceMetrics {
+    pub registry: Arc<Registry>,
+    pub sent: Counter,
+    pub delivered: Counter,
+    pub failed: Counter,
+}
+
+impl Default for ProduceMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProduceMetrics {
+    pub fn new() -> Self {
+        let (sent, delivered, failed) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let mut registry = Registry::with_prefix("etl_produce");
+        registry.register_with_unit(
+            "sent",
+            "Messages handed to the Kafka client (valid or deliberately invalid)",
+            Unit::Other("messages".into()),
+            sent.clone(),
+        );
+        registry.register_with_unit(
+            "delivered",
+            "Messages the broker acknowledged",
+            Unit::Other("messages".into()),
+            delivered.clone(),
+        );
+        registry.register_with_unit(
+            "failed",
+            "Messages whose delivery failed",
+            Unit::Other("messages".into()),
+            failed.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            sent,
+            delivered,
+            failed,
+        }
+    }
+
+    /// Brings the counters up to a progress report's running totals. The producer reports
+    /// totals, not increments; a total that went down (never expected) is ignored.
+    pub fn observe(&self, progress: &crate::kafka::producer::Progress) {
+        for (counter, total) in [
+            (&self.sent, progress.sent),
+            (&self.delivered, progress.delivered),
+            (&self.failed, progress.failed),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Outcome of one scheduled build: `success`, `failure` (a node failed, errored or was
+/// skipped), `error` (the build could not run at all) or `busy` (another scheduler held the lock).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// Status of a data test that did not pass: `fail`, `warn` or `error` (could not run).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TestStatusLabel {
+    pub status: &'static str,
+}
+
+/// A scheduled `etl build-models`' metrics (`--every`/`--cron` with `--metrics-addr`): what
+/// Prometheus needs to chart run durations and alert on failing tests or stale marts. A one-off
+/// build ends before any scrape, so it keeps its history in `etl.model_runs` only.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub registry: Arc<Registry>,
+    pub run_duration: Histogram,
+    pub runs: Family<OutcomeLabel, Counter>,
+    pub test_failures: Family<TestStatusLabel, Counter>,
+    /// Unix time of the last build in which every node succeeded or passed.
+    pub last_success: Gauge,
+}
+
+impl Default for ModelMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModelMetrics {
+    pub fn new() -> Self {
+        // 1 s … ~2.3 h: a small mart builds in seconds, a full refresh of a big one in an hour.
+        let run_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let runs = Family::default();
+        let test_failures = Family::default();
+        let last_success = Gauge::default();
+        let mut registry = Registry::with_prefix("etl_models");
+        registry.register_with_unit(
+            "run_duration",
+            "Wall time of one scheduled build: seeds, models and data tests",
+            Unit::Seconds,
+            run_duration.clone(),
+        );
+        // No unit suffix: the names the alerts use are etl_models_runs_total{outcome} and
+        // etl_models_test_failures_total{status}.
+        registry.register(
+            "runs",
+            "Scheduled builds by outcome (count): success, failure, error, busy",
+            runs.clone(),
+        );
+        registry.register(
+            "test_failures",
+            "Data tests that did not pass, by status (count): fail, warn, error",
+            test_failures.clone(),
+        );
+        registry.register_with_unit(
+            "last_success_timestamp",
+            "Unix time at which the last fully successful build finished",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            run_duration,
+            runs,
+            test_failures,
+            last_success,
+        }
+    }
+
+    /// Counts one build that ran (whatever its nodes did).
+    pub fn record(&self, summary: &crate::models::RunSummary) {
+        use crate::models::{NodeKind, Status};
+        self.run_duration.observe(summary.elapsed.as_secs_f64());
+        for result in summary.results.iter().filter(|r| r.kind == NodeKind::Test) {
+            let status = match result.status {
+                Status::Fail => "fail",
+                Status::Warn => "warn",
+                Status::Error => "error",
+                _ => continue,
+            };
+            self.test_failures
+                .get_or_create(&TestStatusLabel { status })
+                .inc();
+        }
+        let outcome = if summary.success() {
+            self.last_success.set(summary.finished_at.timestamp());
+            "success"
+        } else {
+            "failure"
+        };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a tick that built nothing: `error` or `busy`.
+    pub fn record_no_build(&self, outcome: &'static str) {
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +509,79 @@ mod tests {
             text.contains("# UNIT etl_http_request_duration_seconds seconds"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_scheduled_build_counts_its_duration_outcome_and_failed_tests() {
+        use crate::models::{NodeKind, NodeResult, RunSummary, Status};
+        let node = |name: &str, kind, status| NodeResult {
+            name: name.into(),
+            kind,
+            status,
+            materialization: None,
+            relation: None,
+            file: "models/x.sql".into(),
+            rows: None,
+            failures: None,
+            severity: None,
+            model: None,
+            column: None,
+            message: None,
+            coverage: None,
+            started_at: chrono::Utc::now(),
+            duration: std::time::Duration::from_millis(5),
+        };
+        let finished_at = chrono::DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+        let mut summary = RunSummary {
+            run_id: uuid::Uuid::nil(),
+            started_at: finished_at,
+            finished_at,
+            elapsed: std::time::Duration::from_secs(3),
+            results: vec![
+                node("dim_users", NodeKind::Model, Status::Success),
+                node("unique_dim_users", NodeKind::Test, Status::Pass),
+                node("not_null_x", NodeKind::Test, Status::Fail),
+            ],
+        };
+        let metrics = ModelMetrics::new();
+        metrics.record(&summary);
+        summary.results.truncate(2);
+        metrics.record(&summary);
+        metrics.record_no_build("busy");
+        let text = metrics.render();
+        for expected in [
+            "etl_models_run_duration_seconds_count 2",
+            r#"etl_models_test_failures_total{status="fail"} 1"#,
+            r#"etl_models_runs_total{outcome="failure"} 1"#,
+            r#"etl_models_runs_total{outcome="success"} 1"#,
+            r#"etl_models_runs_total{outcome="busy"} 1"#,
+            "etl_models_last_success_timestamp_seconds 1750000000",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_producer_counts_follow_its_running_totals() {
+        use crate::kafka::producer::Progress;
+        let metrics = ProduceMetrics::new();
+        let at = |sent, delivered, failed| Progress {
+            sent,
+            delivered,
+            failed,
+            elapsed: std::time::Duration::from_secs(1),
+        };
+        metrics.observe(&at(10, 7, 1));
+        metrics.observe(&at(25, 20, 1));
+        metrics.observe(&at(25, 19, 1));
+        let text = metrics.render();
+        for expected in [
+            "etl_produce_sent_messages_total 25",
+            "etl_produce_delivered_messages_total 20",
+            "etl_produce_failed_messages_total 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod compose_file;
 mod demo;
+mod deploy;
 mod helpers;
 mod kafka_roundtrip;
 mod migrate;

@@ -341,10 +341,27 @@ impl Background {
         let published = self.relay.await.expect("the relay task does not panic");
         if let Some((server, serve_stop)) = self.server {
             serve_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+            let _ = tokio::time::timeout(SERVER_STOP_TIMEOUT, server).await;
         }
         published
     }
+}
+
+/// How long the `/metrics` server may take to finish its requests at stop.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a stop takes after SIGTERM, write attempts themselves aside: a writer's backoff
+/// in progress ([`MAX_BACKOFF`]), retries for `stop_grace` ending with one more backoff, the
+/// relay's last round over the outbox ([`DELIVERY_TIMEOUT`]), leaving the group
+/// ([`CLOSE_TIMEOUT`]) and closing `/metrics`. A deployment waits longer than this before it
+/// kills the process (deploy/k8s/sink.yaml, checked by tests/it/deploy.rs).
+pub fn longest_stop(options: &SinkOptions) -> Duration {
+    MAX_BACKOFF
+        + options.stop_grace
+        + MAX_BACKOFF
+        + DELIVERY_TIMEOUT
+        + CLOSE_TIMEOUT
+        + SERVER_STOP_TIMEOUT
 }
 
 /// Waits for every writer; their counts added up, or the first error.
