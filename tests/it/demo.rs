@@ -45,14 +45,20 @@ async fn the_demo_summary_adds_up_and_a_second_run_loads_no_file_twice() {
         out.contains("exactly the kinds and counts the generator injected"),
         "{out}"
     );
-    assert!(out.contains("Batch    6 file(s) loaded, 0 already"), "{out}");
+    assert!(
+        out.contains("Batch    6 file(s) loaded, 0 already"),
+        "{out}"
+    );
     assert!(out.contains(", 0 failed; tests: "), "{out}");
     assert!(out.contains("Top 5 merchants on "), "{out}");
 
     // The same batch files again (same seed): nothing loaded twice. A new stream: new rows.
     let (ok, out, err) = run_etl(&args, Some(&db.url));
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("Batch    0 file(s) loaded, 6 already"), "{out}");
+    assert!(
+        out.contains("Batch    0 file(s) loaded, 6 already"),
+        "{out}"
+    );
     assert!(out.contains(": adds up"), "{out}");
     let second = landed(&out);
     assert!(first > 2_800 && second > 2_800, "{first}, {second}");
