@@ -35,16 +35,19 @@ install:
 demo *args: up
     {{with_services}} {{etl}} demo {{args}}
 
-# A live stream: the producer at a steady rate in the background, the sink in the foreground with
-# metrics on 127.0.0.1:9187 (Ctrl-C stops both). Generates a month of users first if there are none.
+# A live stream: the producer at a steady rate in the background (its log in .local/produce.log),
+# the sink in the foreground with one live status line (produced/s, landed/s, lag, rejects,
+# anomalies) and metrics on 127.0.0.1:9187. Ctrl-C stops both cleanly. Generates a month of users
+# first if there are none.
 stream rate="200":
     {{with_services}} ls data/incoming/user_registrations_*.csv >/dev/null 2>&1 || \
         {{etl}} generate-monthly --year 2025 --month 6 --users 2000 --transactions 10000 \
             --out-dir data/incoming --seed 42
+    cargo build --quiet --bin etl
     {{with_services}} {{etl}} produce --users-dir data/incoming --rate {{rate}} \
-        --invalid-ratio 0.01 --orphan-ratio 0.02 & producer=$!; \
-        trap 'kill $producer 2>/dev/null; wait $producer 2>/dev/null' EXIT; \
-        {{etl}} kafka-to-postgres --metrics-addr 127.0.0.1:9187
+        --invalid-ratio 0.01 --orphan-ratio 0.02 2>.local/produce.log & producer=$!; \
+        trap 'kill $producer 2>/dev/null || true; wait $producer 2>/dev/null || true' EXIT; \
+        RUST_LOG="${RUST_LOG:-warn}" {{etl}} kafka-to-postgres --metrics-addr 127.0.0.1:9187
 
 # Build the SQL models once (`just models --full-refresh`, `just models --select +top_spenders` …)
 models *args:

@@ -11,6 +11,7 @@ pub mod models;
 pub mod produce;
 pub mod serve;
 pub mod sink;
+mod sink_status;
 pub mod topics;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cli::produce::parse_duration;
 use crate::db;
 use crate::kafka::config;
@@ -84,15 +86,23 @@ impl Args {
             ..SinkOptions::default()
         };
         let cancel = shutdown::on_signal();
+        let metrics = Metrics::new();
+        let status_stop = CancellationToken::new();
+        let status = super::sink_status::spawn(metrics.clone(), status_stop.clone());
         let summary = sink::run(
             &global.kafka(),
             &global.database_url,
             pool,
             &options,
-            Metrics::new(),
+            metrics,
             cancel,
         )
-        .await?;
+        .await;
+        status_stop.cancel();
+        if let Some(status) = status {
+            let _ = status.await;
+        }
+        let summary = summary?;
         println!(
             "consumed {} messages in {:.1}s: {} rows inserted, {} duplicates, {} rejected (dead-lettered to {}), \
              {} late-arriving users' rows, {} anomalies ({} published to {})",
