@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod e2e;
 pub mod models;
+pub mod plan;
 pub mod produce;
 pub mod producer_process;
 pub mod scratch;

@@ -417,7 +417,7 @@ impl E2eArgs {
 impl PlanArgs {
     fn run(self) -> anyhow::Result<()> {
         print_build_profile();
-        let report = crate::models::bench::run(&crate::models::bench::PlanBenchOptions {
+        let report = crate::bench::plan::run(&crate::bench::plan::PlanBenchOptions {
             models: self.models,
             runs: self.runs as usize,
             dir: self.dir,

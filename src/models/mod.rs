@@ -5,7 +5,6 @@
 //! seeds, models and tests, in parallel where the DAG allows, appending every result to
 //! `etl.model_runs` / `etl.test_results`.
 
-pub mod bench;
 pub mod config;
 pub mod data_tests;
 pub mod dbt_project;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{BuildOptions, ModelError, plan};
+use crate::models::{BuildOptions, ModelError, plan};
 
 #[derive(Debug, Clone)]
 pub struct PlanBenchOptions {
