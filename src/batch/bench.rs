@@ -288,6 +288,7 @@ async fn loader(
         dir: dir.to_path_buf(),
         month: Some(generated_month(generated)),
         reload: false,
+        ..LoadOptions::default()
     };
     let mut landed = 0;
     for outcome in load_all(pool, &options).await? {
