@@ -604,7 +604,7 @@ mod tests {
     #[test]
     fn invalid_utf8_in_a_later_chunk_names_its_line() {
         let (mut data, expected) = mixed_users();
-        data.push_str("\u{FFFD}");
+        data.push('\u{FFFD}');
         let mut bytes = data.into_bytes();
         let len = bytes.len();
         bytes[len - 3..].copy_from_slice(b"\xff\xfe\n");
