@@ -183,7 +183,8 @@ const FIND_LOADED: &str = "SELECT content_hash, file_name FROM etl.loaded_files 
                            ORDER BY (file_name = $1) DESC LIMIT 1";
 
 /// Loads one file in one transaction (`options.dir` and `options.month` play no part here).
-#[instrument(skip_all, fields(file = %file.name()), err)]
+// No `err` here: `etl load-batch` prints each file's error; logging it too printed it twice.
+#[instrument(skip_all, fields(file = %file.name()))]
 pub async fn load_file(
     pool: &PgPool,
     file: &BatchFile,
