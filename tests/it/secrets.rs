@@ -204,6 +204,27 @@ fn commands_that_cannot_reach_the_database_say_so_without_its_password() {
     }
 }
 
+/// A password with characters a URL should have percent-encoded (people paste them raw) makes
+/// the URL unusable; the error about it still hides the password.
+#[test]
+fn a_url_that_does_not_parse_is_refused_without_its_password() {
+    for password in ["db/pw", "db?pw", "db@pw"] {
+        let password = format!("{password}-{}", Uuid::new_v4().simple());
+        let secrets = Secrets::new(password.clone());
+        for url in [
+            format!("postgres://postgres:{password}@{NOWHERE}/etl"),
+            format!("postgres://postgres:{password}@127.0.0.1:notaport/etl"),
+            format!("host=127.0.0.1 port=1 user=postgres password={password}"),
+        ] {
+            let mut command = secrets.command(&url);
+            command.arg("migrate");
+            let ran = run_to_exit("etl migrate", command);
+            assert!(!ran.success, "{url}: {}", ran.output);
+            secrets.assert_absent(&format!("etl migrate with {url:?}"), &ran.output);
+        }
+    }
+}
+
 #[test]
 fn a_producer_and_a_sink_refused_by_the_broker_say_so_without_the_password() {
     // The runtime outlives the database's pool, which it drops.
