@@ -70,8 +70,9 @@ impl BatchFileKind {
 pub struct ChunkOptions {
     /// Bytes of the file read and parsed at a time.
     pub chunk_bytes: usize,
-    /// A record still open after this many bytes stops the file: only an unbalanced quote makes
-    /// one (real rows are a few hundred bytes), and reading on would hold the rest of the file.
+    /// A record still open after this many bytes (or after one chunk, if that is more) stops the
+    /// file: only an unbalanced quote makes one (real rows are a few hundred bytes), and reading
+    /// on would hold the rest of the file.
     pub max_record_bytes: usize,
     /// COPY text handed over at a time, for rows and for rejects each.
     pub output_bytes: usize,
@@ -81,7 +82,7 @@ impl Default for ChunkOptions {
     fn default() -> Self {
         Self {
             chunk_bytes: 8 << 20,
-            max_record_bytes: 1 << 20,
+            max_record_bytes: 8 << 20,
             output_bytes: 4 << 20,
         }
     }
@@ -214,7 +215,7 @@ pub fn read_chunked(
                 return Err(BatchError::RecordTooLong {
                     file: file.to_string(),
                     line,
-                    limit_bytes: options.max_record_bytes,
+                    limit_bytes: buf.len(),
                 });
             }
             want = buf.len().saturating_add(options.chunk_bytes.max(1));
