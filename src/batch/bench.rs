@@ -1,12 +1,15 @@
 //! The batch benchmark (not a test): generate a month, then land it twice in a scratch database,
 //! once with a bare `COPY` of the files and once with the loader, and compare.
 //!
+//! The loader runs as a child process, `etl load-batch`, so that the peak memory reported is the
+//! loader's own (the generator in this process holds a month of users; its peak would hide it).
+//!
 //! The baseline copies each CSV verbatim (`FORMAT csv, HEADER`) into a twin of the landing table
 //! (`LIKE … INCLUDING ALL`: same columns, checks and indexes) whose `source_file`/`source_line`
 //! have defaults and whose `preferred_categories` is plain text, because a CSV cell "a,b" is not an
 //! array literal. That is the least work any loader must make PostgreSQL do for the same rows.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
@@ -18,7 +21,7 @@ use crate::generate::files::write_month;
 use crate::generate::monthly::MonthlyOptions;
 
 use super::load::copy_in;
-use super::{BatchFile, BatchFileKind, LoadOptions, load_all};
+use super::{BatchFile, BatchFileKind};
 
 /// What to measure. Defaults: a month of 1M users and 1M transactions.
 #[derive(Debug, Clone)]
@@ -31,6 +34,9 @@ pub struct BatchBenchOptions {
     /// Rounds of (raw COPY, loader), alternating which goes first; the ratio reported is the
     /// median of the rounds', which tames the noise of a shared machine.
     pub rounds: usize,
+    /// The `etl` binary that runs `load-batch`: this one unless told otherwise (a test harness
+    /// is not `etl`).
+    pub etl_binary: PathBuf,
 }
 
 impl Default for BatchBenchOptions {
@@ -44,6 +50,7 @@ impl Default for BatchBenchOptions {
             dir: std::env::temp_dir().join("etl-bench-batch"),
             database_url: db::DEFAULT_DATABASE_URL.to_string(),
             rounds: 1,
+            etl_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("etl")),
         }
     }
 }
@@ -57,6 +64,8 @@ pub struct BatchBenchReport {
     pub rows: u64,
     /// One (raw COPY, loader) pair per round.
     pub rounds: Vec<(Duration, Duration)>,
+    /// Peak resident memory of the `etl load-batch` process, per round.
+    pub loader_peak_rss_kib: Vec<u64>,
 }
 
 impl BatchBenchReport {
@@ -99,11 +108,26 @@ impl std::fmt::Display for BatchBenchReport {
         for (round, (raw, loader)) in self.rounds.iter().enumerate() {
             writeln!(
                 f,
-                "round {}: raw COPY {:.2} s, load-batch {:.2} s, ratio {:.2}x",
+                "round {}: raw COPY {:.2} s, load-batch {:.2} s ({:.0} rows/s, peak RSS {}), ratio {:.2}x",
                 round + 1,
                 secs(*raw),
                 secs(*loader),
+                self.rows as f64 / secs(*loader),
+                self.loader_peak_rss_kib
+                    .get(round)
+                    .map_or("unknown".to_string(), |k| format!(
+                        "{:.0} MiB",
+                        *k as f64 / 1024.0
+                    )),
                 secs(*loader) / secs(*raw)
+            )?;
+        }
+        if let Some(peak) = self.loader_peak_rss_kib.iter().max() {
+            writeln!(
+                f,
+                "load-batch peak RSS: {:.0} MiB (the largest of {} rounds; VmHWM of the loader process)",
+                *peak as f64 / 1024.0,
+                self.loader_peak_rss_kib.len()
             )?;
         }
         writeln!(
@@ -138,6 +162,12 @@ pub enum BenchError {
     },
     #[error("the loader landed {landed} rows of {expected} generated ones; the benchmark is void")]
     Lost { landed: u64, expected: u64 },
+    #[error("`{binary} load-batch` failed ({status}): {stderr}")]
+    Loader {
+        binary: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -167,7 +197,7 @@ pub async fn run(
             .expect("the generator does not panic")?
     };
     let generate = started.elapsed();
-    let generate_peak_rss_kib = peak_rss_kib();
+    let generate_peak_rss_kib = crate::telemetry::peak_rss_kib();
     info!(seconds = generate.as_secs_f64(), "generated");
 
     let scratch = format!("etl_bench_{}", uuid::Uuid::new_v4().simple());
@@ -181,14 +211,14 @@ pub async fn run(
     .await
     .map_err(sql("creating the scratch database"))?;
     let url = with_database(&options.database_url, &scratch);
-    let result = measure(&url, &options.dir, &generated, options.rounds.max(1)).await;
+    let result = measure(&url, options, &generated).await;
     // The name is ours (a UUID), so formatting it into the statement is safe.
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)"#
     )))
     .execute(&mut admin)
     .await;
-    let rounds = result?;
+    let (rounds, loader_peak_rss_kib) = result?;
     let file_bytes = [&generated.users_file, &generated.transactions_file]
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -200,15 +230,18 @@ pub async fn run(
         file_bytes,
         rows: generated.user_rows + generated.transaction_rows,
         rounds,
+        loader_peak_rss_kib,
     })
 }
 
+type Rounds = (Vec<(Duration, Duration)>, Vec<u64>);
+
 async fn measure(
     url: &str,
-    dir: &Path,
+    options: &BatchBenchOptions,
     generated: &crate::generate::files::MonthlyReport,
-    rounds: usize,
-) -> Result<Vec<(Duration, Duration)>, BenchError> {
+) -> Result<Rounds, BenchError> {
+    let rounds = options.rounds.max(1);
     db::migrate::migrate(url).await?;
     let pool = db::connect(url, 2).await?;
     sqlx::raw_sql(include_str!("bench_tables.sql"))
@@ -216,6 +249,7 @@ async fn measure(
         .await
         .map_err(sql("creating the baseline tables"))?;
     let mut results = Vec::with_capacity(rounds);
+    let mut peaks = Vec::with_capacity(rounds);
     for round in 0..rounds {
         sqlx::raw_sql(
             "TRUNCATE bench.users_raw, bench.transactions_batch_raw, public.users_raw, \
@@ -225,12 +259,13 @@ async fn measure(
         .await
         .map_err(sql("emptying the tables between rounds"))?;
         // Alternating the order keeps cache warmth and checkpoints from favouring one side.
-        let (raw, loader) = if round % 2 == 0 {
+        let ((raw, loader), peak) = if round % 2 == 0 {
             let raw = raw_copy(&pool, generated).await?;
-            (raw, loader(&pool, dir, generated).await?)
+            let (loader, peak) = loader(&pool, url, options, generated).await?;
+            ((raw, loader), peak)
         } else {
-            let loader = loader(&pool, dir, generated).await?;
-            (raw_copy(&pool, generated).await?, loader)
+            let (loader, peak) = loader(&pool, url, options, generated).await?;
+            ((raw_copy(&pool, generated).await?, loader), peak)
         };
         info!(
             round,
@@ -239,9 +274,10 @@ async fn measure(
             "bench round"
         );
         results.push((raw, loader));
+        peaks.push(peak);
     }
     pool.close().await;
-    Ok(results)
+    Ok((results, peaks))
 }
 
 /// The baseline: each file verbatim through `COPY … (FORMAT csv)`, one transaction per file.
@@ -278,27 +314,65 @@ async fn raw_copy(
     Ok(started.elapsed())
 }
 
+/// The loader as a child process; its wall time and its peak resident memory (KiB).
 async fn loader(
     pool: &sqlx::PgPool,
-    dir: &Path,
+    url: &str,
+    options: &BatchBenchOptions,
     generated: &crate::generate::files::MonthlyReport,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, u64), BenchError> {
+    let peak_file = options.dir.join(format!(
+        "load-batch-peak-rss-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let binary = options.etl_binary.display().to_string();
     let started = Instant::now();
-    let options = LoadOptions {
-        dir: dir.to_path_buf(),
-        month: Some(generated_month(generated)),
-        reload: false,
-    };
-    let mut landed = 0;
-    for outcome in load_all(pool, &options).await? {
-        landed += outcome?.rows_loaded;
-    }
+    let mut command = std::process::Command::new(&options.etl_binary);
+    command
+        .arg("load-batch")
+        .arg("--dir")
+        .arg(&options.dir)
+        .arg("--month")
+        .arg(generated_month(generated).to_string())
+        .arg("--peak-rss-file")
+        .arg(&peak_file)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| BenchError::Read {
+            path: options.etl_binary.clone(),
+            source,
+        })?;
     let elapsed = started.elapsed();
-    let expected = generated.user_rows + generated.transaction_rows;
-    if landed != expected {
-        return Err(BenchError::Lost { landed, expected });
+    if !output.status.success() {
+        return Err(BenchError::Loader {
+            binary,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
     }
-    Ok(elapsed)
+    let peak = std::fs::read_to_string(&peak_file).map_err(|source| BenchError::Read {
+        path: peak_file.clone(),
+        source,
+    });
+    let _ = std::fs::remove_file(&peak_file);
+    let peak = peak?.trim().parse().unwrap_or(0);
+    let landed: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(rows_loaded), 0)::bigint FROM etl.loaded_files")
+            .fetch_one(pool)
+            .await
+            .map_err(sql("counting the rows the loader landed"))?;
+    let expected = generated.user_rows + generated.transaction_rows;
+    if landed as u64 != expected {
+        return Err(BenchError::Lost {
+            landed: landed as u64,
+            expected,
+        });
+    }
+    Ok((elapsed, peak))
 }
 
 fn generated_month(
@@ -322,13 +396,6 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
         format!("?{query}")
     };
     format!("{}/{database}{query}", &base[..path_start])
-}
-
-/// Peak resident set size of this process so far, from `/proc/self/status` (Linux only).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -23,6 +23,29 @@ pub enum BatchError {
     },
     #[error("{file} line {line}: not valid UTF-8; re-export the file as UTF-8")]
     NotUtf8 { file: String, line: u64 },
+    #[error("cannot read {file} at line {line}: {source}; check that it is readable and complete")]
+    Read {
+        file: String,
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{file} line {line}: a record starts here and is still open after {limit_bytes} bytes; \
+         look for an unbalanced quote (\") on this line"
+    )]
+    RecordTooLong {
+        file: String,
+        line: u64,
+        limit_bytes: usize,
+    },
+    #[error(
+        "{file} changed while it was being loaded (its content hash differs between two reads); \
+         nothing was written: load it again once whatever writes it has finished"
+    )]
+    ChangedWhileLoading { file: String },
+    #[error("reading {file} stopped because writing its rows to the database failed")]
+    Stopped { file: String },
     #[error(
         "{file}: polars could not parse it as CSV ({message}); check quoting around line {line}"
     )]

@@ -1,6 +1,11 @@
 //! Landing batch files in PostgreSQL: one transaction per file, COPY for rows and rejects, the
 //! content hash in `etl.loaded_files` for idempotence, and an advisory lock per file name so that
 //! concurrent loaders land each file once.
+//!
+//! A file is read twice, never held whole: once to hash it (the early "already loaded?" answer
+//! needs the hash before any work), once in chunks that stream into COPY. The second read hashes
+//! again, and a file that changed in between rolls back instead of being recorded under the
+//! first hash.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +18,7 @@ use crate::generate::monthly::Month;
 
 use super::BatchError;
 use super::copy_text::{REJECT_COLUMNS, TRANSACTIONS_RAW_COLUMNS, USERS_RAW_COLUMNS};
-use super::read::{BatchFileKind, ParsedFile, check_header, parse_file_streaming};
+use super::read::{BatchFileKind, ChunkOptions, Output, ReadSummary, check_header, read_chunked};
 
 /// Where the monthly files are unless `--dir` says otherwise.
 pub const DEFAULT_DIR: &str = "data/incoming";
@@ -26,6 +31,8 @@ pub struct LoadOptions {
     pub month: Option<Month>,
     /// Replace the rows of files whose content changed since they were loaded.
     pub reload: bool,
+    /// How much of a file is held in memory at a time.
+    pub chunks: ChunkOptions,
 }
 
 impl Default for LoadOptions {
@@ -34,6 +41,7 @@ impl Default for LoadOptions {
             dir: PathBuf::from(DEFAULT_DIR),
             month: None,
             reload: false,
+            chunks: ChunkOptions::default(),
         }
     }
 }
@@ -164,7 +172,7 @@ pub async fn load_all(
     let files = find_files(options)?;
     let mut outcomes = Vec::with_capacity(files.len());
     for file in &files {
-        outcomes.push(load_file(pool, file, options.reload).await);
+        outcomes.push(load_file(pool, file, options).await);
     }
     Ok(outcomes)
 }
@@ -174,22 +182,27 @@ const FIND_LOADED: &str = "SELECT content_hash, file_name FROM etl.loaded_files 
                            WHERE file_name = $1 OR content_hash = $2 \
                            ORDER BY (file_name = $1) DESC LIMIT 1";
 
-/// Loads one file in one transaction.
-#[instrument(skip_all, fields(file = %file.name()), err)]
+/// Loads one file in one transaction (`options.dir` and `options.month` play no part here).
+// No `err` here: `etl load-batch` prints each file's error; logging it too printed it twice.
+#[instrument(skip_all, fields(file = %file.name()))]
 pub async fn load_file(
     pool: &PgPool,
     file: &BatchFile,
-    reload: bool,
+    options: &LoadOptions,
 ) -> Result<FileOutcome, BatchError> {
+    let reload = options.reload;
     let name = file.name();
-    let data = tokio::fs::read(&file.path)
-        .await
-        .map_err(|source| BatchError::Unreadable {
-            path: file.path.clone(),
-            source,
-        })?;
-    let hash = hex(&Sha256::digest(&data));
-    let size_bytes = i64::try_from(data.len()).unwrap_or(i64::MAX);
+    let first_pass = {
+        let path = file.path.clone();
+        tokio::task::spawn_blocking(move || hash_file(&path))
+            .await
+            .map_err(|e| BatchError::Unreadable {
+                path: file.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    let hash = hex(&first_pass.sha256);
+    let size_bytes = i64::try_from(first_pass.bytes).unwrap_or(i64::MAX);
     let db_error = |context: &'static str| {
         let name = name.clone();
         move |source: sqlx::Error| BatchError::Database {
@@ -210,7 +223,7 @@ pub async fn load_file(
         return Ok(outcome);
     }
 
-    check_header(file.kind, &name, &data)?;
+    check_header(file.kind, &name, &first_pass.start)?;
     let started = std::time::Instant::now();
 
     let mut tx = pool
@@ -238,11 +251,11 @@ pub async fn load_file(
             .await
             .map_err(db_error("deleting the rows of the previous version"))?;
     }
-    let parsed = copy_while_parsing(&mut tx, file.kind, &name, data).await?;
-    let rejects_statement = format!("COPY etl.batch_rejects ({REJECT_COLUMNS}) FROM STDIN");
-    copy_in(&mut tx, &rejects_statement, &parsed.rejects_copy)
-        .await
-        .map_err(db_error("copying rejects into etl.batch_rejects"))?;
+    let parsed = copy_while_reading(&mut tx, file, &options.chunks).await?;
+    if parsed.sha256 != first_pass.sha256 {
+        // Dropping the transaction rolls it back.
+        return Err(BatchError::ChangedWhileLoading { file: name });
+    }
     sqlx::query(
         "INSERT INTO etl.loaded_files \
            (file_name, file_kind, content_hash, file_month, size_bytes, rows_loaded, rows_rejected) \
@@ -269,6 +282,7 @@ pub async fn load_file(
         rows_loaded = parsed.rows_loaded,
         rows_rejected = parsed.rows_rejected,
         reloaded = replacing,
+        chunks = parsed.chunks,
         seconds = started.elapsed().as_secs_f64(),
         "landed batch file"
     );
@@ -336,76 +350,142 @@ async fn delete_rows(
     Ok(())
 }
 
-/// COPY text handed from the parser thread to the COPY at a time; two in flight at most.
-const COPY_CHUNK_BYTES: usize = 4 << 20;
+/// What the first read of a file tells: its hash and size, and its start for the header check.
+struct FirstPass {
+    sha256: [u8; 32],
+    bytes: u64,
+    start: Vec<u8>,
+}
 
-/// Parses on a blocking thread and streams the good rows into COPY as they come, so PostgreSQL
-/// ingests while the rest of the file is parsed. Returns the parse result (rejects included).
-async fn copy_while_parsing(
+/// Hashes the file in 1 MiB reads, keeping its first 64 KiB.
+fn hash_file(path: &Path) -> Result<FirstPass, BatchError> {
+    use std::io::Read;
+    let unreadable = |source| BatchError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pass = FirstPass {
+        sha256: [0; 32],
+        bytes: 0,
+        start: Vec::new(),
+    };
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        hasher.update(&buf[..n]);
+        let keep = (64usize << 10).saturating_sub(pass.start.len()).min(n);
+        pass.start.extend_from_slice(&buf[..keep]);
+        pass.bytes += n as u64;
+    }
+    pass.sha256 = hasher.finalize().into();
+    Ok(pass)
+}
+
+/// Where a piece of COPY text goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Rows = 0,
+    Rejects = 1,
+}
+
+/// Pieces of COPY text in flight between the reader thread and the database: with the reader's
+/// own piece and the one being sent, this bounds the COPY text held to four pieces.
+const PIECES_IN_FLIGHT: usize = 2;
+
+/// Reads the file in chunks on a blocking thread and streams its COPY text into the transaction
+/// as it comes, so PostgreSQL ingests while the rest is read. Rows and rejects go to two tables
+/// and a connection runs one COPY at a time, so a piece for the other table ends the current
+/// COPY and starts the other's; rejects come in large pieces, so that is rare.
+async fn copy_while_reading(
     conn: &mut PgConnection,
-    kind: BatchFileKind,
-    name: &str,
-    data: Vec<u8>,
-) -> Result<ParsedFile, BatchError> {
+    file: &BatchFile,
+    chunks: &ChunkOptions,
+) -> Result<ReadSummary, BatchError> {
+    let name = file.name();
     let db_error = |context: &'static str| {
+        let name = name.clone();
         move |source: sqlx::Error| BatchError::Database {
-            file: name.to_string(),
+            file: name,
             context,
             source,
         }
     };
-    let statement = match kind {
+    let rows_statement = match file.kind {
         BatchFileKind::Users => format!("COPY public.users_raw ({USERS_RAW_COLUMNS}) FROM STDIN"),
         BatchFileKind::Transactions => {
             format!("COPY public.transactions_batch_raw ({TRANSACTIONS_RAW_COLUMNS}) FROM STDIN")
         }
     };
-    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    let parser = {
-        let name = name.to_string();
+    let rejects_statement = format!("COPY etl.batch_rejects ({REJECT_COLUMNS}) FROM STDIN");
+    let (pieces, mut received) = tokio::sync::mpsc::channel::<Output>(PIECES_IN_FLIGHT);
+    let reader = {
+        let (kind, path, name, chunks) = (file.kind, file.path.clone(), name.clone(), *chunks);
         tokio::task::spawn_blocking(move || {
-            parse_file_streaming(kind, &name, &data, COPY_CHUNK_BYTES, |chunk| {
-                chunks.blocking_send(chunk).is_ok()
+            let handle = std::fs::File::open(&path).map_err(|source| BatchError::Unreadable {
+                path: path.clone(),
+                source,
+            })?;
+            read_chunked(kind, &name, handle, &chunks, |piece| {
+                pieces.blocking_send(piece).is_ok()
             })
         })
     };
-    let mut copy = conn
-        .copy_in_raw(&statement)
-        .await
-        .map_err(db_error("starting the COPY of rows"))?;
-    let mut send_failure = None;
-    while let Some(chunk) = received.recv().await {
-        if let Err(e) = copy.send(chunk).await {
-            send_failure = Some(e);
-            break;
-        }
-    }
-    // Closing the channel stops a parser that is still producing after a failed send.
+    let copied = copy_pieces(conn, &mut received, [&rows_statement, &rejects_statement]).await;
+    // Closing the channel stops a reader that is still producing after a failure.
     drop(received);
-    let parsed = parser.await.map_err(|e| BatchError::Parse {
-        file: name.to_string(),
+    let read = reader.await.map_err(|e| BatchError::Parse {
+        file: name.clone(),
         line: 1,
-        message: format!("the parser stopped: {e}"),
+        message: format!("the reader stopped: {e}"),
     });
-    if let Some(e) = send_failure {
-        let _ = copy.abort("sending rows failed").await;
-        return Err(db_error("copying rows")(e));
-    }
-    let parsed = match parsed.and_then(|p| p) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            let _ = copy.abort("the file could not be parsed").await;
-            return Err(e);
-        }
+    // A database failure first: the reader's own error is then only its consequence. Either way
+    // the caller drops the transaction, which rolls back whatever was copied.
+    copied.map_err(|(context, e)| db_error(context)(e))?;
+    read?
+}
+
+/// Sends the pieces into COPY statements ([rows, rejects]), one statement per run of pieces for
+/// the same table, until the channel closes.
+async fn copy_pieces(
+    conn: &mut PgConnection,
+    received: &mut tokio::sync::mpsc::Receiver<Output>,
+    statements: [&str; 2],
+) -> Result<(), (&'static str, sqlx::Error)> {
+    let split = |piece: Output| match piece {
+        Output::Rows(bytes) => (Target::Rows, bytes),
+        Output::Rejects(bytes) => (Target::Rejects, bytes),
     };
-    if !parsed.rows_copy.is_empty()
-        && let Err(e) = copy.send(parsed.rows_copy.as_slice()).await
-    {
-        let _ = copy.abort("sending rows failed").await;
-        return Err(db_error("copying rows")(e));
+    let mut next = received.recv().await.map(split);
+    while let Some((target, first)) = next.take() {
+        let statement = statements[target as usize];
+        let mut copy = conn
+            .copy_in_raw(statement)
+            .await
+            .map_err(|e| ("starting a COPY", e))?;
+        let mut bytes = first;
+        loop {
+            if let Err(e) = copy.send(bytes).await {
+                let _ = copy.abort("sending rows failed").await;
+                return Err(("copying rows", e));
+            }
+            match received.recv().await.map(split) {
+                Some((t, more)) if t == target => bytes = more,
+                other => {
+                    next = other;
+                    break;
+                }
+            }
+        }
+        copy.finish().await.map_err(|e| ("copying rows", e))?;
     }
-    copy.finish().await.map_err(db_error("copying rows"))?;
-    Ok(parsed)
+    Ok(())
 }
 
 /// Streams COPY text in 1 MiB pieces.

@@ -9,4 +9,4 @@ pub mod scan;
 
 pub use error::BatchError;
 pub use load::{BatchFile, FileOutcome, FileStatus, LoadOptions, find_files, load_all, load_file};
-pub use read::BatchFileKind;
+pub use read::{BatchFileKind, ChunkOptions};

@@ -5,6 +5,9 @@
 //! text, and a row of the wrong width makes it fail or pad. This scan answers those three questions
 //! (quotes are honoured, so a quoted comma or newline is part of a field), which lets every bad row
 //! be reported with its line and text and keeps ragged rows away from polars.
+//!
+//! The loader reads a file a chunk at a time ([`scan_records`]): a chunk ends with the last record
+//! that is complete in it, and the rest waits for the next read, so no record is ever split.
 
 use std::ops::Range;
 
@@ -13,7 +16,7 @@ use std::ops::Range;
 pub struct RawRecord {
     /// 1-based line where the record starts (the header is line 1).
     pub line: u64,
-    /// Byte range of the record in the file, without its line terminator.
+    /// Byte range of the record in the scanned bytes, without its line terminator.
     pub bytes: Range<usize>,
     pub fields: usize,
 }
@@ -26,16 +29,40 @@ pub struct Scanned {
     pub records: Vec<RawRecord>,
 }
 
-/// Splits `data` into its header and records.
+/// The complete records at the start of a chunk.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    pub records: Vec<RawRecord>,
+    /// Bytes the records take, terminators included: where the next chunk starts.
+    pub consumed: usize,
+    /// The line the next chunk starts on.
+    pub next_line: u64,
+}
+
+/// Splits a whole file, `data`, into its header and records.
 pub fn scan(data: &[u8]) -> Scanned {
-    let mut scanned = Scanned {
-        header: 0..0,
-        records: Vec::new(),
+    let mut chunk = scan_records(data, 1, true);
+    let header = if chunk.records.is_empty() {
+        0..0
+    } else {
+        chunk.records.remove(0).bytes
     };
-    let mut seen_header = false;
-    let mut line: u64 = 1;
-    let mut start = 0usize;
-    let mut start_line = 1u64;
+    Scanned {
+        header,
+        records: chunk.records,
+    }
+}
+
+/// The records that are complete in `data`, which starts a record on line `first_line`. A record
+/// is complete when a newline outside quotes ends it, or, when `at_end` (nothing follows `data`),
+/// when the bytes end.
+pub fn scan_records(data: &[u8], first_line: u64, at_end: bool) -> Chunk {
+    let mut chunk = Chunk {
+        records: Vec::new(),
+        consumed: 0,
+        next_line: first_line,
+    };
+    let mut line = first_line;
     let mut fields = 1usize;
     let mut in_quotes = false;
     for (i, &byte) in data.iter().enumerate() {
@@ -47,54 +74,38 @@ pub fn scan(data: &[u8]) -> Scanned {
                 if in_quotes {
                     continue;
                 }
-                scanned.push(&mut seen_header, data, start..i, start_line, fields);
-                start = i + 1;
-                start_line = line;
+                chunk.push(data, i, fields);
+                chunk.consumed = i + 1;
+                chunk.next_line = line;
                 fields = 1;
             }
             _ => {}
         }
     }
     // A last record without a terminating newline.
-    if start < data.len() {
-        scanned.push(
-            &mut seen_header,
-            data,
-            start..data.len(),
-            start_line,
-            fields,
-        );
+    if at_end && chunk.consumed < data.len() {
+        chunk.push(data, data.len(), fields);
+        chunk.consumed = data.len();
+        chunk.next_line = line;
     }
-    scanned
+    chunk
 }
 
-impl Scanned {
-    /// Records the line `span` (its terminator excluded, a `\r` before it dropped): the first one
-    /// is the header, every later one a record.
-    fn push(
-        &mut self,
-        seen_header: &mut bool,
-        data: &[u8],
-        span: Range<usize>,
-        line: u64,
-        fields: usize,
-    ) {
-        let end = if span.end > span.start && data[span.end - 1] == b'\r' {
-            span.end - 1
+impl Chunk {
+    /// Records the record from `self.consumed` to `end` (its terminator excluded, a `\r` before
+    /// it dropped).
+    fn push(&mut self, data: &[u8], end: usize, fields: usize) {
+        let start = self.consumed;
+        let end = if end > start && data[end - 1] == b'\r' {
+            end - 1
         } else {
-            span.end
+            end
         };
-        let bytes = span.start..end;
-        if *seen_header {
-            self.records.push(RawRecord {
-                line,
-                bytes,
-                fields,
-            });
-        } else {
-            self.header = bytes;
-            *seen_header = true;
-        }
+        self.records.push(RawRecord {
+            line: self.next_line,
+            bytes: start..end,
+            fields,
+        });
     }
 }
 
@@ -128,5 +139,22 @@ mod tests {
         let scanned = scan(b"");
         assert_eq!(scanned.header, 0..0);
         assert!(scanned.records.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_ends_with_its_last_complete_record() {
+        let data = b"1,2\n3,\"open\n4";
+        let chunk = scan_records(data, 10, false);
+        assert_eq!(chunk.records.len(), 1);
+        assert_eq!(
+            (chunk.records[0].line, chunk.consumed, chunk.next_line),
+            (10, 4, 11)
+        );
+        // At the end of the file the open record is a record too, two lines long.
+        let rest = scan_records(&data[chunk.consumed..], chunk.next_line, true);
+        assert_eq!(rest.records[0].line, 11);
+        assert_eq!(rest.records[0].fields, 2);
+        assert_eq!(rest.next_line, 12);
+        assert_eq!(rest.consumed, data.len() - chunk.consumed);
     }
 }

@@ -339,6 +339,7 @@ impl BatchArgs {
             dir: self.dir,
             database_url: global.database_url.clone(),
             rounds: self.rounds,
+            ..BatchBenchOptions::default()
         };
         print_build_profile();
         let report = run(&options, progress_bar()).await?;

@@ -37,8 +37,9 @@ pub struct GlobalArgs {
 
     /// Extra librdkafka setting, repeatable: -X linger.ms=5 -X compression.type=zstd.
     /// From the environment: KAFKA_CONFIG="linger.ms=5;compression.type=zstd"
+    // Its environment value is never shown in --help: it may hold sasl.password or ssl.key.password.
     #[arg(short = 'X', value_name = "KEY=VALUE", env = "KAFKA_CONFIG", value_delimiter = ';',
-          value_parser = parse_override, global = true)]
+          value_parser = parse_override, global = true, hide_env_values = true)]
     pub kafka_config: Vec<(String, String)>,
 
     /// Log format on stderr (filter with RUST_LOG, default info)

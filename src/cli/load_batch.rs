@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget};
 
 use crate::batch::{LoadOptions, find_files, load_file};
@@ -26,6 +26,11 @@ pub struct Args {
     /// Replace the rows of files whose content changed since they were loaded (atomically, per file)
     #[arg(long, env = "ETL_BATCH_RELOAD")]
     pub reload: bool,
+
+    /// Write this process's peak resident memory (KiB) to this file at the end: `etl bench
+    /// batch` runs the loader as a child process and reads the loader's own figure from it
+    #[arg(long, hide = true)]
+    pub peak_rss_file: Option<PathBuf>,
 }
 
 fn parse_month(text: &str) -> Result<Month, String> {
@@ -40,13 +45,20 @@ impl Args {
             dir: self.dir,
             month: self.month,
             reload: self.reload,
+            ..LoadOptions::default()
         };
         let files = find_files(&options)?;
         let mut outcomes = Vec::with_capacity(files.len());
         for file in &files {
             let spinner = spinner(format!("loading {}", file.path.display()));
-            outcomes.push(load_file(&pool, file, options.reload).await);
+            outcomes.push(load_file(&pool, file, &options).await);
             spinner.finish_and_clear();
+        }
+        if let Some(path) = &self.peak_rss_file {
+            let peak = crate::telemetry::peak_rss_kib()
+                .context("the peak resident memory is unknown (no /proc/self/status)")?;
+            std::fs::write(path, format!("{peak}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         if outcomes.is_empty() {
             println!("{}: no monthly files to load", options.dir.display());

@@ -30,7 +30,8 @@ pub struct Applied {
 }
 
 /// Applies every pending migration and returns those applied (empty when up to date).
-#[instrument(skip_all, fields(url = %redact_url(url)), err)]
+// No `err` here: the caller reports the error, and logging it too printed it twice.
+#[instrument(skip_all, fields(url = %redact_url(url)))]
 pub async fn migrate(url: &str) -> Result<Vec<Applied>, DbError> {
     let redacted = redact_url(url);
     let mut client = connect(url).await?;

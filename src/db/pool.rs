@@ -44,20 +44,42 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
 }
 
 /// The URL with any password replaced by `***`, safe for logs and error messages.
+///
+/// Errs on the side of hiding too much: a URL's password may hold `@`, `/` or `?` unencoded
+/// (libpq and tokio-postgres accept some of these), so the user info is taken to end at the
+/// *last* `@`; a key=value connection string (`host=… password=…`) has its password value hidden;
+/// and whatever password the driver would use is hidden wherever it appears.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let mut redacted = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => match rest[..at].split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
+        None => key_value_password()
+            .replace_all(url, "${1}***")
+            .into_owned(),
     };
-    // The userinfo ends at the last '@' before the first '/', so passwords containing '@' are covered.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_string(),
+    let parsed = tokio_postgres::Config::from_str(url).ok();
+    if let Some(password) = parsed
+        .as_ref()
+        .and_then(|c| c.get_password())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .filter(|p| !p.is_empty())
+    {
+        redacted = redacted.replace(password, "***");
     }
+    redacted
+}
+
+/// `password=value` (quoted or not) in a key=value connection string.
+fn key_value_password() -> &'static regex::Regex {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        regex::Regex::new(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)").expect("a valid pattern")
+    })
 }
 
 #[cfg(test)]
@@ -75,5 +97,28 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/etl"
         );
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn odd_passwords_and_key_value_strings_are_redacted() {
+        for (url, secret) in [
+            ("postgres://app:pa/ss@db:5432/etl", "pa/ss"),
+            ("postgres://app:pa?ss@db:5432/etl", "pa?ss"),
+            ("postgres://app:p%40ss@db:5432/etl", "p%40ss"),
+            ("postgres://app:pw@db:notaport/etl", "pw@"),
+            (
+                "host=db port=5432 user=app password=s3cret dbname=etl",
+                "s3cret",
+            ),
+            ("host=db password='s3 cr\\'et' dbname=etl", "s3 cr"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(shown.contains("***"), "{url} shown as {shown}");
+        }
+        assert_eq!(
+            redact_url("host=db password=s3cret dbname=etl"),
+            "host=db password=*** dbname=etl"
+        );
     }
 }

@@ -59,7 +59,7 @@ pub struct MonthlyReport {
 
 /// Writes `user_registrations_YYYY_MM.csv` and `transactions_YYYY_MM.csv` into `out_dir`.
 /// Each file is written aside and renamed into place, so a loader never sees half a file.
-#[instrument(skip_all, fields(month = %options.month, users = options.users, transactions = options.transactions), err)]
+#[instrument(skip_all, fields(month = %options.month, users = options.users, transactions = options.transactions))]
 pub fn write_month(
     out_dir: &Path,
     options: &MonthlyOptions,

@@ -19,7 +19,7 @@ use super::render::{
     JinjaContext, Relation, RenderScope, Rendered, ScannedCall, render, render_config_text,
     render_schema_name, scan_calls,
 };
-use super::select::Selector;
+use super::select::{Selectable, Selector};
 use super::{BuildOptions, ModelError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,6 +106,24 @@ impl Node {
             (NodeSpec::Seed { .. }, Some(relation)) => format!("seed {}", relation.display_name()),
             _ => format!("test {}", self.name),
         }
+    }
+}
+
+impl Selectable for Node {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn is_test(&self) -> bool {
+        self.kind == NodeKind::Test
     }
 }
 

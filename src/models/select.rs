@@ -7,7 +7,16 @@ use std::path::{Path, PathBuf};
 
 use super::ModelError;
 use super::graph::Dag;
-use super::plan::{Node, NodeKind};
+
+/// What a selector looks at in a node. The plan's nodes implement it, so that this module needs
+/// nothing from the plan (which uses selectors) and the two do not import each other.
+pub trait Selectable {
+    fn name(&self) -> &str;
+    fn tags(&self) -> &[String];
+    /// The file the node comes from.
+    fn path(&self) -> &Path;
+    fn is_test(&self) -> bool;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
@@ -62,7 +71,7 @@ impl Selector {
     /// Indices of the nodes this selector picks: seeds and models, or tests named directly.
     pub fn matches(
         &self,
-        nodes: &[Node],
+        nodes: &[impl Selectable],
         dag: &Dag,
         models_dir: &Path,
         cwd: &Path,
@@ -74,7 +83,7 @@ impl Selector {
         let base: BTreeSet<usize> = match &self.method {
             Method::Name(name) => {
                 let found: BTreeSet<usize> = (0..nodes.len())
-                    .filter(|&i| nodes[i].name == *name)
+                    .filter(|&i| nodes[i].name() == name)
                     .collect();
                 if found.is_empty() {
                     return Err(bad(format!(
@@ -85,7 +94,7 @@ impl Selector {
                 found
             }
             Method::Tag(tag) => (0..nodes.len())
-                .filter(|&i| nodes[i].tags.iter().any(|t| t == tag))
+                .filter(|&i| nodes[i].tags().iter().any(|t| t == tag))
                 .collect(),
             Method::Path(path) => {
                 let roots: Vec<PathBuf> = [cwd.join(path), models_dir.join(path)]
@@ -100,10 +109,10 @@ impl Selector {
                     )));
                 }
                 (0..nodes.len())
-                    .filter(|&i| nodes[i].kind != NodeKind::Test)
+                    .filter(|&i| !nodes[i].is_test())
                     .filter(|&i| {
                         nodes[i]
-                            .path
+                            .path()
                             .canonicalize()
                             .is_ok_and(|p| roots.iter().any(|root| p.starts_with(root)))
                     })
@@ -122,7 +131,7 @@ impl Selector {
         // Graph operators bring seeds and models; tests follow the models they are attached to.
         Ok(picked
             .into_iter()
-            .filter(|&i| base.contains(&i) || nodes[i].kind != NodeKind::Test)
+            .filter(|&i| base.contains(&i) || !nodes[i].is_test())
             .collect())
     }
 }

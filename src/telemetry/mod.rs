@@ -31,4 +31,11 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Peak resident set size of this process so far (`VmHWM` of `/proc/self/status`, Linux only).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub mod metrics;

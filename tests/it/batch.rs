@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use etl::batch::{BatchError, FileStatus, LoadOptions, load_all};
+use etl::batch::{BatchError, ChunkOptions, FileStatus, LoadOptions, load_all};
 use etl::domain::batch_transaction::BatchTransaction;
 use etl::domain::catalog::{TRANSACTIONS_CSV_HEADER, USERS_CSV_HEADER};
 use etl::domain::user::UserRecord;
@@ -257,6 +257,25 @@ fn every_generated_row_is_coherent() {
 
 #[tokio::test]
 async fn loaded_rows_equal_file_rows_minus_rejects_and_every_bad_row_is_rejected() {
+    every_row_is_loaded_or_rejected_with_its_line(ChunkOptions::default()).await;
+}
+
+/// Small chunks, so that a file is read in dozens of pieces and COPY statements alternate between
+/// rows and rejects: every row still lands with its own line, every reject with its line, column
+/// and raw text, however the chunk boundaries fall.
+#[tokio::test]
+async fn a_file_read_in_many_small_chunks_keeps_every_line_number() {
+    every_row_is_loaded_or_rejected_with_its_line(SMALL_CHUNKS).await;
+}
+
+/// About 40 chunks for a test users file, 100 for a transactions file.
+const SMALL_CHUNKS: ChunkOptions = ChunkOptions {
+    chunk_bytes: 3_000,
+    max_record_bytes: 64 << 10,
+    output_bytes: 700,
+};
+
+async fn every_row_is_loaded_or_rejected_with_its_line(chunks: ChunkOptions) {
     let dir = TempDir::new().unwrap();
     let opts = MonthlyOptions {
         invalid_ratio: 0.1,
@@ -267,7 +286,11 @@ async fn loaded_rows_equal_file_rows_minus_rejects_and_every_bad_row_is_rejected
     assert_eq!(report.bad_transaction_rows.len(), 120);
     let db = TestDb::migrated().await;
 
-    let outcomes = load_all(&db.pool, &load_options(dir.path())).await.unwrap();
+    let options = LoadOptions {
+        chunks,
+        ..load_options(dir.path())
+    };
+    let outcomes = load_all(&db.pool, &options).await.unwrap();
     let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
     assert_eq!(outcomes[0].file, "user_registrations_2025_01.csv");
     assert_eq!(
@@ -541,7 +564,9 @@ async fn loaders_waiting_on_the_same_file_land_it_once() {
     let loaders: Vec<_> = (0..2)
         .map(|_| {
             let (pool, file) = (db.pool.clone(), file.clone());
-            tokio::spawn(async move { etl::batch::load_file(&pool, &file, false).await })
+            tokio::spawn(async move {
+                etl::batch::load_file(&pool, &file, &LoadOptions::default()).await
+            })
         })
         .collect();
     // Only this test's database: other tests and migrations take advisory locks too.
@@ -596,7 +621,12 @@ async fn a_file_failing_half_way_writes_nothing() {
     let db = TestDb::migrated().await;
 
     let file = etl::batch::BatchFile::from_path(&report.users_file).unwrap();
-    let err = etl::batch::load_file(&db.pool, &file, false)
+    // In small chunks, so that hundreds of rows were sent to COPY before the bad line is read.
+    let options = LoadOptions {
+        chunks: SMALL_CHUNKS,
+        ..LoadOptions::default()
+    };
+    let err = etl::batch::load_file(&db.pool, &file, &options)
         .await
         .unwrap_err();
     assert!(

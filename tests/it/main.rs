@@ -16,6 +16,7 @@ mod postgres_roundtrip;
 mod private_kafka;
 mod private_postgres;
 mod produce;
+mod secrets;
 mod serve;
 mod sink;
 mod topics;
