@@ -2,12 +2,15 @@
 
 pub mod bench;
 pub mod build_models;
+pub mod dlq;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
 pub mod migrate;
 pub mod models;
 pub mod produce;
+pub mod rules;
+pub mod schema;
 pub mod serve;
 pub mod sink;
 pub mod topics;
@@ -53,6 +56,11 @@ pub enum Command {
     Topics(topics::Command),
     /// The REST API, the live dashboard and the stream page, with /metrics and /openapi.json.
     Serve(serve::Args),
+    /// Dead letters: `etl dlq replay` re-produces those that today's rules accept.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Print the JSON Schema of the stream message, generated from the validator's rules.
+    Schema(schema::Args),
     /// Benchmarks, not tests: `etl bench batch`, `etl bench produce`.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -70,6 +78,8 @@ impl Cli {
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
             Command::Serve(args) => args.run(&self.global).await,
+            Command::Dlq(command) => command.run(&self.global).await,
+            Command::Schema(args) => args.run().await,
             Command::Bench(bench) => bench.run(&self.global).await,
         }
     }
