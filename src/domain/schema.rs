@@ -60,11 +60,11 @@ pub fn transaction_schema(rules: &Rules) -> Value {
 
 fn shape_schema(shape: Shape, rules: &Rules) -> Map<String, Value> {
     let schema = match shape {
+        // No `format: uuid`: validators that assert formats would refuse the unhyphenated form,
+        // which the validator accepts. The pattern admits exactly what `Uuid::try_parse` does:
+        // simple, hyphenated, braced and URN forms.
         Shape::Uuid => json!({
             "type": "string",
-            "format": "uuid",
-            // `format` is only an annotation in draft 2020-12; the pattern is what validates. It
-            // admits what `Uuid::try_parse` does: simple, hyphenated, braced and URN forms.
             "pattern": UUID_PATTERN,
         }),
         Shape::Amount => json!({

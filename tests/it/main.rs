@@ -4,6 +4,7 @@
 mod batch;
 mod bench;
 mod compose_file;
+mod dlq_replay;
 mod helpers;
 mod kafka_roundtrip;
 mod migrate;
@@ -14,6 +15,7 @@ mod postgres_roundtrip;
 mod private_kafka;
 mod private_postgres;
 mod produce;
+mod schema;
 mod serve;
 mod sink;
 mod topics;
