@@ -18,7 +18,7 @@ pub enum Command {
     /// Re-validate the dead-letter topic with today's rules and re-produce what now passes.
     ///
     /// Reads every partition of the dead-letter topic from its start up to its end as seen at
-    /// start, then stops. A letter that is valid under today's rules (see --extra-currencies) is
+    /// start, then stops. A letter that is valid under today's rules (see --extra-categories) is
     /// re-produced to --topic with its original key and headers plus x-etl-replayed-from
     /// (`dlq_topic/partition/offset`); one that still fails stays where it is and is not
     /// dead-lettered again. Prints a summary per error.kind: replayed, still failing, already
@@ -42,7 +42,7 @@ pub struct ReplayArgs {
     #[arg(long, env = "KAFKA_TOPIC", default_value = config::DEFAULT_TOPIC)]
     pub topic: String,
     /// Only letters whose error.kind header is one of these (comma-separated or repeated), e.g.
-    /// unknown_currency. Without it every kind but db_rejected (rows the database refused pass
+    /// unknown_category. Without it every kind but db_rejected (rows the database refused pass
     /// the validator and would only come back; name it to replay them)
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
     pub kind: Vec<String>,
@@ -128,7 +128,9 @@ mod tests {
     #[test]
     fn since_takes_a_time_or_an_age() {
         assert_eq!(
-            parse_since("2025-08-15T10:30:00+02:00").unwrap().to_rfc3339(),
+            parse_since("2025-08-15T10:30:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
             "2025-08-15T08:30:00+00:00"
         );
         let two_hours_ago = parse_since("2h").unwrap();

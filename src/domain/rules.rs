@@ -3,9 +3,14 @@
 //! checks messages against them and [`crate::domain::schema`] renders them as a JSON Schema, so the
 //! two cannot drift apart.
 //!
-//! One rule is configurable: currencies accepted beyond `dim_currencies`' five
-//! (`--extra-currencies`, `ETL_EXTRA_CURRENCIES`). That is how a validator change reaches the
-//! sink, `etl dlq replay`, `etl schema` and `etl serve` alike: start them with the same setting.
+//! One rule is configurable: stream categories accepted beyond ARCHITECTURE §4's twelve
+//! (`--extra-categories`, `ETL_EXTRA_CATEGORIES`), e.g. `groceries` once the card programme starts
+//! sending supermarket purchases. That is how a validator change reaches the sink,
+//! `etl dlq replay`, `etl schema` and `etl serve` alike: start them with the same setting.
+//! Categories, because nothing downstream refuses a new one: `dim_categories` knows the batch
+//! categories and files any other under channel `other`. Currencies, by contrast, are also a
+//! check constraint of `transactions_sink` and need a rate in `dim_currencies`: a new one is a
+//! migration, not a setting.
 
 use std::ops::RangeInclusive;
 use std::sync::LazyLock;
@@ -77,28 +82,83 @@ pub struct FieldSpec {
 /// Every field the validator knows, in the order it checks them (the first failing one is the
 /// message's rejection).
 pub const FIELDS: [FieldSpec; 14] = [
-    spec(Field::TxId, true, Shape::Uuid, "The transaction's id; duplicates land once."),
-    spec(Field::UserId, true, Shape::Uuid, "The user; one that no user file knows yet is a late-arriving dimension member, not an error."),
-    spec(Field::Amount, true, Shape::Amount, "Money moved, in `currency`; negative for refunds."),
-    spec(Field::Currency, true, Shape::OneOf(Vocabulary::Currency), "ISO 4217 code."),
+    spec(
+        Field::TxId,
+        true,
+        Shape::Uuid,
+        "The transaction's id; duplicates land once.",
+    ),
+    spec(
+        Field::UserId,
+        true,
+        Shape::Uuid,
+        "The user; one that no user file knows yet is a late-arriving dimension member, not an error.",
+    ),
+    spec(
+        Field::Amount,
+        true,
+        Shape::Amount,
+        "Money moved, in `currency`; negative for refunds.",
+    ),
+    spec(
+        Field::Currency,
+        true,
+        Shape::OneOf(Vocabulary::Currency),
+        "ISO 4217 code.",
+    ),
     spec(Field::Merchant, true, Shape::Merchant, "Merchant name."),
-    spec(Field::Category, true, Shape::OneOf(Vocabulary::Category), "Stream spending category."),
-    spec(Field::Timestamp, true, Shape::Timestamp, "Event time, RFC 3339 with an offset."),
-    spec(Field::Status, true, Shape::OneOf(Vocabulary::Status), "Authorization status."),
-    spec(Field::PaymentMethod, true, Shape::OneOf(Vocabulary::PaymentMethod), "How the user paid."),
+    spec(
+        Field::Category,
+        true,
+        Shape::OneOf(Vocabulary::Category),
+        "Stream spending category.",
+    ),
+    spec(
+        Field::Timestamp,
+        true,
+        Shape::Timestamp,
+        "Event time, RFC 3339 with an offset.",
+    ),
+    spec(
+        Field::Status,
+        true,
+        Shape::OneOf(Vocabulary::Status),
+        "Authorization status.",
+    ),
+    spec(
+        Field::PaymentMethod,
+        true,
+        Shape::OneOf(Vocabulary::PaymentMethod),
+        "How the user paid.",
+    ),
     spec(Field::City, false, Shape::Text, "City of the transaction."),
-    spec(Field::Country, false, Shape::Text, "Country code of the transaction."),
-    spec(Field::SourceSystem, false, Shape::Text, "System that emitted the event."),
-    spec(Field::TransactionType, false, Shape::Text, "e.g. real_time."),
-    spec(Field::ProcessingTimeMs, false, Shape::Millis, "Upstream processing time in milliseconds."),
+    spec(
+        Field::Country,
+        false,
+        Shape::Text,
+        "Country code of the transaction.",
+    ),
+    spec(
+        Field::SourceSystem,
+        false,
+        Shape::Text,
+        "System that emitted the event.",
+    ),
+    spec(
+        Field::TransactionType,
+        false,
+        Shape::Text,
+        "e.g. real_time.",
+    ),
+    spec(
+        Field::ProcessingTimeMs,
+        false,
+        Shape::Millis,
+        "Upstream processing time in milliseconds.",
+    ),
 ];
 
-const fn spec(
-    field: Field,
-    required: bool,
-    shape: Shape,
-    description: &'static str,
-) -> FieldSpec {
+const fn spec(field: Field, required: bool, shape: Shape, description: &'static str) -> FieldSpec {
     FieldSpec {
         field,
         required,
@@ -119,19 +179,23 @@ pub fn field_spec(field: Field) -> &'static FieldSpec {
 /// setting that differs between deployments is the list of currencies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
-    currencies: Vec<&'static str>,
+    categories: Vec<&'static str>,
     pub max_abs_amount: i64,
     pub max_amount_decimals: u32,
     pub max_merchant_chars: usize,
     pub event_years: RangeInclusive<i32>,
 }
 
-/// A configured currency that is not an ISO 4217-shaped code.
+/// Longest configurable category name.
+pub const MAX_CATEGORY_CHARS: usize = 64;
+
+/// A configured category that is not a snake_case name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a currency code; extra currencies are three upper-case letters like CHF or JPY"
+    "`{0}` is not a category name; extra categories are snake_case (a-z, 0-9, _), at most 64 \
+     characters, like groceries or home_improvement"
 )]
-pub struct BadCurrency(pub String);
+pub struct BadCategory(pub String);
 
 impl Default for Rules {
     fn default() -> Self {
@@ -143,7 +207,7 @@ impl Rules {
     /// ARCHITECTURE §4 as written, shared by everything that is not configured otherwise.
     pub fn standard() -> &'static Rules {
         static STANDARD: LazyLock<Rules> = LazyLock::new(|| Rules {
-            currencies: catalog::CURRENCIES.to_vec(),
+            categories: catalog::STREAM_CATEGORIES.to_vec(),
             max_abs_amount: MAX_ABS_AMOUNT,
             max_amount_decimals: MAX_AMOUNT_DECIMALS,
             max_merchant_chars: MAX_MERCHANT_CHARS,
@@ -152,20 +216,24 @@ impl Rules {
         &STANDARD
     }
 
-    /// The standard rules plus currencies accepted beyond `dim_currencies` (e.g. after a
-    /// business decision to take CHF before its exchange rate is seeded). Codes already known
-    /// are ignored.
-    pub fn with_extra_currencies<S: AsRef<str>>(codes: &[S]) -> Result<Self, BadCurrency> {
+    /// The standard rules plus stream categories accepted beyond the standard twelve. Names
+    /// already known are ignored.
+    pub fn with_extra_categories<S: AsRef<str>>(names: &[S]) -> Result<Self, BadCategory> {
         let mut rules = Self::default();
-        for code in codes {
-            let code = code.as_ref().trim();
-            if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(BadCurrency(code.to_string()));
+        for name in names {
+            let name = name.as_ref().trim();
+            let snake = name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if name.is_empty() || name.len() > MAX_CATEGORY_CHARS || !snake {
+                return Err(BadCategory(name.to_string()));
             }
-            if !rules.currencies.contains(&code) {
-                // A valid transaction holds its currency as `&'static str`, so the hot path never
-                // allocates for it; a configured code is leaked once, when the process starts.
-                rules.currencies.push(Box::leak(code.to_string().into_boxed_str()));
+            if !rules.categories.contains(&name) {
+                // A valid transaction holds its category as `&'static str`, so the hot path never
+                // allocates for it; a configured name is leaked once, when the process starts.
+                rules
+                    .categories
+                    .push(Box::leak(name.to_string().into_boxed_str()));
             }
         }
         Ok(rules)
@@ -174,16 +242,16 @@ impl Rules {
     /// The accepted values of a vocabulary.
     pub fn vocabulary(&self, vocabulary: Vocabulary) -> &[&'static str] {
         match vocabulary {
-            Vocabulary::Currency => &self.currencies,
-            Vocabulary::Category => &catalog::STREAM_CATEGORIES,
+            Vocabulary::Currency => &catalog::CURRENCIES,
+            Vocabulary::Category => &self.categories,
             Vocabulary::Status => &catalog::STATUSES,
             Vocabulary::PaymentMethod => &catalog::PAYMENT_METHODS,
         }
     }
 
-    /// Currencies accepted beyond the standard five, in the order configured.
-    pub fn extra_currencies(&self) -> &[&'static str] {
-        &self.currencies[catalog::CURRENCIES.len()..]
+    /// Categories accepted beyond the standard twelve, in the order configured.
+    pub fn extra_categories(&self) -> &[&'static str] {
+        &self.categories[catalog::STREAM_CATEGORIES.len()..]
     }
 }
 
@@ -204,15 +272,31 @@ mod tests {
     }
 
     #[test]
-    fn extra_currencies_are_checked_added_once_and_listed() {
-        let rules = Rules::with_extra_currencies(&["CHF", "USD", "CHF"]).unwrap();
-        assert_eq!(rules.extra_currencies(), ["CHF"]);
-        assert!(rules.vocabulary(Vocabulary::Currency).contains(&"CHF"));
-        assert_eq!(
-            Rules::with_extra_currencies(&["chf"]),
-            Err(BadCurrency("chf".into()))
+    fn extra_categories_are_checked_added_once_and_accepted() {
+        let rules = Rules::with_extra_categories(&["groceries", "gaming", "groceries"]).unwrap();
+        assert_eq!(rules.extra_categories(), ["groceries"]);
+        assert!(
+            rules
+                .vocabulary(Vocabulary::Category)
+                .contains(&"groceries")
         );
-        assert!(Rules::with_extra_currencies(&["SWISS"]).is_err());
-        assert!(Rules::standard().extra_currencies().is_empty());
+        assert_eq!(
+            Rules::with_extra_categories(&["Groceries"]),
+            Err(BadCategory("Groceries".into()))
+        );
+        assert!(Rules::with_extra_categories(&["home improvement"]).is_err());
+        assert!(Rules::with_extra_categories(&[""]).is_err());
+        assert!(Rules::standard().extra_categories().is_empty());
+
+        let message = r#"{"tx_id":"6f1c2b9e-5a4d-4c3b-9e8f-1a2b3c4d5e6f","user_id":"0b9d2f7a-1c3e-4f5a-8b6c-7d8e9f0a1b2c","amount":12.5,"currency":"USD","merchant":"Whole Foods","category":"groceries","timestamp":"2025-08-15T10:30:00Z","status":"approved","payment_method":"debit_card"}"#;
+        use crate::domain::transaction::{validate, validate_with};
+        assert_eq!(
+            validate(message.as_bytes()).unwrap_err().kind,
+            RejectionKind::UnknownCategory
+        );
+        assert_eq!(
+            validate_with(message.as_bytes(), &rules).unwrap().category,
+            "groceries"
+        );
     }
 }

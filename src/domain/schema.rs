@@ -1,6 +1,6 @@
 //! The JSON Schema (draft 2020-12) of the stream message, rendered from [`crate::domain::rules`]:
 //! the same table and the same vocabularies and bounds [`crate::domain::transaction::validate_with`]
-//! checks against, so a new currency or a changed bound shows up here without anyone editing a
+//! checks against, so a new category or a changed bound shows up here without anyone editing a
 //! schema file. `etl schema` prints it and `etl serve` serves it at `/schema/transaction.json`.
 //!
 //! JSON Schema cannot say everything the validator checks; what it cannot, the schema's
@@ -143,13 +143,28 @@ mod tests {
 
     #[test]
     fn year_alternatives_cover_exactly_the_range() {
-        assert_eq!(year_alternatives(2000..=2100), "200[0-9]|201[0-9]|202[0-9]|203[0-9]|204[0-9]|205[0-9]|206[0-9]|207[0-9]|208[0-9]|209[0-9]|2100");
-        assert_eq!(year_alternatives(1998..=2011), "1998|1999|200[0-9]|2010|2011");
+        assert_eq!(
+            year_alternatives(2000..=2100),
+            "200[0-9]|201[0-9]|202[0-9]|203[0-9]|204[0-9]|205[0-9]|206[0-9]|207[0-9]|208[0-9]|209[0-9]|2100"
+        );
+        assert_eq!(
+            year_alternatives(1998..=2011),
+            "1998|1999|200[0-9]|2010|2011"
+        );
         let pattern = Regex::new(&timestamp_pattern(2000..=2100)).unwrap();
-        for ok in ["2000-01-01T00:00:00Z", "2100-12-31T23:59:59.123-05:00", "2025-08-15t10:30:00+02:00"] {
+        for ok in [
+            "2000-01-01T00:00:00Z",
+            "2100-12-31T23:59:59.123-05:00",
+            "2025-08-15t10:30:00+02:00",
+        ] {
             assert!(pattern.is_match(ok), "{ok}");
         }
-        for bad in ["1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", "2025-08-15T10:30:00", "2025-08-15 10:30:00"] {
+        for bad in [
+            "1999-12-31T23:59:59Z",
+            "2101-01-01T00:00:00Z",
+            "2025-08-15T10:30:00",
+            "2025-08-15 10:30:00",
+        ] {
             assert!(!pattern.is_match(bad), "{bad}");
         }
     }
@@ -178,7 +193,7 @@ mod tests {
 
     #[test]
     fn required_fields_and_vocabularies_come_from_the_rules() {
-        let rules = Rules::with_extra_currencies(&["CHF"]).unwrap();
+        let rules = Rules::with_extra_categories(&["groceries"]).unwrap();
         let schema = transaction_schema(&rules);
         let required: Vec<&str> = schema["required"]
             .as_array()
@@ -186,11 +201,20 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert!(required.contains(&"tx_id") && !required.contains(&"city"), "{required:?}");
-        let currencies = &schema["properties"]["currency"]["enum"];
-        assert!(currencies.as_array().unwrap().contains(&json!("CHF")));
-        assert_eq!(schema["properties"]["city"]["type"], json!(["string", "null"]));
+        assert!(
+            required.contains(&"tx_id") && !required.contains(&"city"),
+            "{required:?}"
+        );
+        let categories = &schema["properties"]["category"]["enum"];
+        assert!(categories.as_array().unwrap().contains(&json!("groceries")));
+        assert_eq!(
+            schema["properties"]["city"]["type"],
+            json!(["string", "null"])
+        );
         assert_eq!(schema["properties"]["amount"]["maximum"], json!(1_000_000));
-        assert_eq!(schema["properties"].as_object().unwrap().len(), Field::ALL.len());
+        assert_eq!(
+            schema["properties"].as_object().unwrap().len(),
+            Field::ALL.len()
+        );
     }
 }

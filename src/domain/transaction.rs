@@ -414,7 +414,10 @@ impl<'de> RawFields<'de> {
 
     /// A field that must be a non-null string.
     fn required_str(&mut self, field: Field) -> Result<Cow<'de, str>, Rejection> {
-        debug_assert!(field_spec(field).required, "{field:?} is optional in FIELDS");
+        debug_assert!(
+            field_spec(field).required,
+            "{field:?} is optional in FIELDS"
+        );
         match self.take(field) {
             None => Err(Rejection::new(
                 RejectionKind::Missing(field),
@@ -431,7 +434,10 @@ impl<'de> RawFields<'de> {
 
     /// A field that may be absent or null, and is a string otherwise.
     fn optional_str(&mut self, field: Field) -> Result<Option<String>, Rejection> {
-        debug_assert!(!field_spec(field).required, "{field:?} is required in FIELDS");
+        debug_assert!(
+            !field_spec(field).required,
+            "{field:?} is required in FIELDS"
+        );
         match self.take(field) {
             None | Some(Scalar::Null) => Ok(None),
             Some(Scalar::Str(s)) => Ok(Some(s.into_owned())),
@@ -677,10 +683,7 @@ fn amount_wrong_type(found: &str) -> Rejection {
 fn too_large(text: &str, max_abs: i64) -> Rejection {
     Rejection::new(
         RejectionKind::AmountTooLarge,
-        format!(
-            "field `amount` is {}, beyond ±{max_abs}",
-            truncated(text)
-        ),
+        format!("field `amount` is {}, beyond ±{max_abs}", truncated(text)),
     )
 }
 

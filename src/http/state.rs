@@ -32,7 +32,7 @@ pub struct ServeOptions {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     pub db_connections: u32,
-    /// What `POST /events` accepts and `/schema/transaction.json` describes (`--extra-currencies`).
+    /// What `POST /events` accepts and `/schema/transaction.json` describes (`--extra-categories`).
     pub rules: Arc<Rules>,
 }
 

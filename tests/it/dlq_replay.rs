@@ -1,5 +1,5 @@
 //! `etl dlq replay` with the real broker, PostgreSQL and sink: after a validator change (a
-//! currency accepted that was refused when the dead letters were written), replay lands exactly
+//! category accepted that was refused when the dead letters were written), replay lands exactly
 //! the messages refused for it, and a second replay produces and lands nothing.
 //!
 //! The oracle is the generator's record of what it injected, not the validator under test.
@@ -31,7 +31,13 @@ async fn send(topic: &str, messages: Vec<StreamMessage>) {
         ..ProduceOptions::default()
     };
     let summary = tokio::task::spawn_blocking(move || {
-        produce_blocking(&settings, &options, messages, &CancellationToken::new(), |_| {})
+        produce_blocking(
+            &settings,
+            &options,
+            messages,
+            &CancellationToken::new(),
+            |_| {},
+        )
     })
     .await
     .unwrap()
@@ -153,7 +159,7 @@ fn table_line(stdout: &str, kind: &str) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
+async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
     let db = TestDb::migrated().await;
     let (source, dead_letters, anomalies) = (
         TestTopic::new(3).await,
@@ -176,20 +182,21 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
         .filter(|m| m.injected.is_none())
         .map(|m| m.tx_id)
         .collect();
-    // The generator injects unknown_currency as BTC: today's rules accept it.
-    let btc: HashMap<Uuid, Vec<u8>> = messages
+    // The generator injects unknown_category as `groceries` (a batch category on the stream):
+    // today's rules accept it.
+    let groceries: HashMap<Uuid, Vec<u8>> = messages
         .iter()
-        .filter(|m| m.injected == Some(InjectedKind::UnknownCurrency))
+        .filter(|m| m.injected == Some(InjectedKind::UnknownCategory))
         .map(|m| (m.tx_id, m.key.as_bytes().to_vec()))
         .collect();
     let mut injected: BTreeMap<&str, u64> = BTreeMap::new();
     for kind in messages.iter().filter_map(|m| m.injected) {
         *injected.entry(kind.as_str()).or_default() += 1;
     }
-    assert!(btc.len() >= 10, "{injected:?}");
+    assert!(groceries.len() >= 10, "{injected:?}");
     send(&source.name, messages).await;
 
-    // Yesterday: the standard rules, BTC dead-lettered with the rest.
+    // Yesterday: the standard rules, groceries dead-lettered with the rest.
     let sink_options = SinkOptions {
         topic: source.name.clone(),
         group: format!("it-sink-{}", Uuid::new_v4().simple()),
@@ -202,7 +209,7 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
     assert_eq!(yesterday.inserted as usize, valid.len());
     assert_eq!(landed(&db).await, valid);
 
-    // Today: BTC accepted. A dry run through the command line says what would happen and does
+    // Today: groceries accepted. A dry run through the command line says what would happen and does
     // nothing.
     let before = high_watermarks(&kafka(), &source.name, 3);
     let (ok, stdout, stderr) = run_etl(
@@ -213,8 +220,8 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
             &dead_letters.name,
             "--topic",
             &source.name,
-            "--extra-currencies",
-            "BTC",
+            "--extra-categories",
+            "groceries",
             "--dry-run",
         ],
         Some(&db.url),
@@ -222,8 +229,8 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
     assert!(ok, "dry run failed: {stderr}");
     assert!(stdout.contains("would replay"), "{stdout}");
     assert_eq!(
-        table_line(&stdout, "unknown_currency"),
-        [btc.len() as u64, 0, 0, 0],
+        table_line(&stdout, "unknown_category"),
+        [groceries.len() as u64, 0, 0, 0],
         "{stdout}"
     );
     assert_eq!(
@@ -231,9 +238,13 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
         [0, injected["bad_uuid"], 0, 0],
         "{stdout}"
     );
-    assert_eq!(high_watermarks(&kafka(), &source.name, 3), before, "the dry run produced");
+    assert_eq!(
+        high_watermarks(&kafka(), &source.name, 3),
+        before,
+        "the dry run produced"
+    );
 
-    let today = Arc::new(Rules::with_extra_currencies(&["BTC"]).unwrap());
+    let today = Arc::new(Rules::with_extra_categories(&["groceries"]).unwrap());
     let replay_options = ReplayOptions {
         dlq_topic: dead_letters.name.clone(),
         topic: source.name.clone(),
@@ -243,58 +254,76 @@ async fn a_currency_accepted_today_is_replayed_exactly_once_and_lands() {
     let first = run_replay(&db, &replay_options).await;
     for (kind, count) in &injected {
         let counts = first.by_kind[*kind];
-        if *kind == "unknown_currency" {
-            assert_eq!((counts.replayed, counts.still_failing), (*count, 0), "{kind}");
+        if *kind == "unknown_category" {
+            assert_eq!(
+                (counts.replayed, counts.still_failing),
+                (*count, 0),
+                "{kind}"
+            );
         } else {
-            assert_eq!((counts.replayed, counts.still_failing), (0, *count), "{kind}");
+            assert_eq!(
+                (counts.replayed, counts.still_failing),
+                (0, *count),
+                "{kind}"
+            );
         }
         assert_eq!((counts.already_replayed, counts.skipped), (0, 0), "{kind}");
     }
     assert_eq!(first.by_kind.len(), injected.len(), "{first:?}");
 
-    // Exactly the BTC messages were re-produced: original key and bytes, headers kept, plus
+    // Exactly the groceries messages were re-produced: original key and bytes, headers kept, plus
     // where each came from.
     let after = high_watermarks(&kafka(), &source.name, 3);
     let added: i64 = after.iter().map(|(p, high)| high - before[p]).sum();
-    assert_eq!(added as usize, btc.len());
-    let replayed = read_after(&source.name, &before, btc.len()).await;
+    assert_eq!(added as usize, groceries.len());
+    let replayed = read_after(&source.name, &before, groceries.len()).await;
     let mut replayed_ids = HashSet::new();
     for m in &replayed {
         let tx: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         let tx_id: Uuid = tx["tx_id"].as_str().unwrap().parse().unwrap();
-        assert_eq!(m.key.as_deref(), Some(btc[&tx_id].as_slice()), "key of {tx_id}");
-        assert_eq!(m.headers["error.kind"], "unknown_currency");
+        assert_eq!(
+            m.key.as_deref(),
+            Some(groceries[&tx_id].as_slice()),
+            "key of {tx_id}"
+        );
+        assert_eq!(m.headers["error.kind"], "unknown_category");
         assert_eq!(m.headers["source.topic"], source.name);
         let from = &m.headers[REPLAYED_FROM_HEADER];
-        assert!(from.starts_with(&format!("{}/", dead_letters.name)), "{from}");
+        assert!(
+            from.starts_with(&format!("{}/", dead_letters.name)),
+            "{from}"
+        );
         replayed_ids.insert(tx_id);
     }
-    assert_eq!(replayed_ids, btc.keys().copied().collect());
+    assert_eq!(replayed_ids, groceries.keys().copied().collect());
 
     // The sink, running with today's rules, lands them: the table holds exactly the valid
-    // messages plus the BTC ones.
+    // messages plus the groceries ones.
     let today_sink = SinkOptions {
         rules: today.clone(),
         ..sink_options.clone()
     };
     let landing = run_sink(&db, &today_sink).await;
-    assert_eq!(landing.inserted as usize, btc.len());
+    assert_eq!(landing.inserted as usize, groceries.len(), "{landing:?}");
     assert_eq!(landing.rejected, 0);
-    let expected: HashSet<Uuid> = valid.union(&btc.keys().copied().collect()).copied().collect();
+    let expected: HashSet<Uuid> = valid
+        .union(&groceries.keys().copied().collect())
+        .copied()
+        .collect();
     assert_eq!(landed(&db).await, expected);
-    let btc_rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM transactions_sink WHERE currency = 'BTC'")
+    let groceries_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions_sink WHERE category = 'groceries'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!(btc_rows as usize, btc.len());
+    assert_eq!(groceries_rows as usize, groceries.len());
 
     // A second replay produces nothing and so lands nothing.
     let second = run_replay(&db, &replay_options).await;
-    let counts = second.by_kind["unknown_currency"];
+    let counts = second.by_kind["unknown_category"];
     assert_eq!(
         (counts.replayed, counts.already_replayed),
-        (0, btc.len() as u64)
+        (0, groceries.len() as u64)
     );
     assert_eq!(second.totals().replayed, 0);
     assert_eq!(

@@ -51,9 +51,9 @@ impl<'i> Keyword<'i> for MaxDecimals {
 fn full_validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::options()
         .with_keyword("x-etl-max-decimals", |_, value, _| {
-            let max = value
-                .as_u64()
-                .ok_or_else(|| ValidationError::schema("x-etl-max-decimals takes a whole number"))?;
+            let max = value.as_u64().ok_or_else(|| {
+                ValidationError::schema("x-etl-max-decimals takes a whole number")
+            })?;
             Ok(Box::new(MaxDecimals(max as u32)))
         })
         .build(schema)
@@ -121,17 +121,22 @@ fn generated_valid_messages_conform_and_every_injected_kind_does_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn extra_currencies_reach_the_printed_and_the_served_schema() {
-    let (ok, stdout, stderr) = run_etl(&["schema", "--extra-currencies", "CHF,JPY"], None);
+async fn extra_categories_reach_the_printed_and_the_served_schema() {
+    let (ok, stdout, stderr) = run_etl(
+        &["schema", "--extra-categories", "groceries,pharmacy"],
+        None,
+    );
     assert!(ok, "{stderr}");
     let printed: Value = serde_json::from_str(&stdout).unwrap();
-    let currencies = printed["properties"]["currency"]["enum"].as_array().unwrap();
-    assert!(currencies.contains(&"CHF".into()) && currencies.contains(&"JPY".into()));
-    let (ok, _, stderr) = run_etl(&["schema", "--extra-currencies", "swiss"], None);
-    assert!(!ok && stderr.contains("three upper-case letters"), "{stderr}");
+    let categories = printed["properties"]["category"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(categories.contains(&"groceries".into()) && categories.contains(&"pharmacy".into()));
+    let (ok, _, stderr) = run_etl(&["schema", "--extra-categories", "Home Improvement"], None);
+    assert!(!ok && stderr.contains("snake_case"), "{stderr}");
 
     let db = TestDb::empty().await;
-    let rules = Arc::new(Rules::with_extra_currencies(&["CHF"]).unwrap());
+    let rules = Arc::new(Rules::with_extra_categories(&["groceries"]).unwrap());
     let options = ServeOptions {
         rules: rules.clone(),
         ..ServeOptions::default()
@@ -143,6 +148,6 @@ async fn extra_currencies_reach_the_printed_and_the_served_schema() {
     let served: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
     server.abort();
     assert_eq!(served, transaction_schema(&rules));
-    let served_currencies = served["properties"]["currency"]["enum"].as_array().unwrap();
-    assert!(served_currencies.contains(&"CHF".into()));
+    let served_categories = served["properties"]["category"]["enum"].as_array().unwrap();
+    assert!(served_categories.contains(&"groceries".into()));
 }

@@ -211,7 +211,9 @@ pub async fn replay(
         };
         let message = match received {
             Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(KafkaError::client(format!("reading {}", info.name))(e).into()),
+            Ok(Err(e)) => {
+                return Err(KafkaError::client(format!("reading {}", info.name))(e).into());
+            }
             Err(_) => {
                 let mut partitions: Vec<i32> = pending.keys().copied().collect();
                 partitions.sort_unstable();

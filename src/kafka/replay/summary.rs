@@ -91,11 +91,7 @@ impl ReplaySummary {
             totals.total(),
             self.elapsed.as_secs_f64(),
             totals.replayed,
-            if self.dry_run {
-                "would be "
-            } else {
-                ""
-            },
+            if self.dry_run { "would be " } else { "" },
             if self.interrupted {
                 " (interrupted: run it again to go on)"
             } else {
@@ -118,7 +114,10 @@ mod tests {
         s.kind("bad_uuid").still_failing += 2;
         s.kind("db_rejected").skipped += 4;
         let t = s.totals();
-        assert_eq!((t.replayed, t.still_failing, t.already_replayed, t.skipped), (3, 2, 1, 4));
+        assert_eq!(
+            (t.replayed, t.still_failing, t.already_replayed, t.skipped),
+            (3, 2, 1, 4)
+        );
         assert_eq!(t.total(), 10);
         let table = s.render("dlq", "tx");
         assert!(table.contains("unknown_currency"), "{table}");

@@ -30,7 +30,7 @@ pub struct Consumed {
 }
 
 impl Consumed {
-    /// The message, validated against `rules` (the standard ones unless `--extra-currencies`).
+    /// The message, validated against `rules` (the standard ones unless `--extra-categories`).
     pub fn from_message(message: &BorrowedMessage<'_>, rules: &Rules) -> Self {
         let payload = message.payload().unwrap_or_default().to_vec();
         let produced_at = message.headers().and_then(|headers| {

@@ -83,7 +83,7 @@ pub struct SinkOptions {
     /// the data, so a database crash that loses the last commits only makes the sink read those
     /// messages again (exactly-once holds; dead letters and anomalies are at-least-once anyway).
     pub synchronous_commit: bool,
-    /// What counts as valid (ARCHITECTURE §4 plus `--extra-currencies`); `etl dlq replay` must
+    /// What counts as valid (ARCHITECTURE §4 plus `--extra-categories`); `etl dlq replay` must
     /// run with the same rules, or what it replays comes straight back as a dead letter.
     pub rules: Arc<Rules>,
 }
