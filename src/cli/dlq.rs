@@ -44,14 +44,19 @@ pub struct ReplayArgs {
     /// Only letters whose error.kind header is one of these (comma-separated or repeated), e.g.
     /// unknown_category. Without it every kind but db_rejected (rows the database refused pass
     /// the validator and would only come back; name it to replay them)
-    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    #[arg(
+        long,
+        env = "DLQ_REPLAY_KIND",
+        value_delimiter = ',',
+        value_name = "KIND"
+    )]
     pub kind: Vec<String>,
     /// Only letters dead-lettered at or after this time: RFC 3339 (2025-08-15T10:30:00Z) or an age
     /// such as 2h or 7d
-    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    #[arg(long, env = "DLQ_REPLAY_SINCE", value_parser = parse_since, value_name = "TIME")]
     pub since: Option<DateTime<Utc>>,
     /// Count what would be replayed; produce nothing, record nothing
-    #[arg(long)]
+    #[arg(long, env = "DLQ_REPLAY_DRY_RUN")]
     pub dry_run: bool,
     #[command(flatten)]
     pub rules: RulesArgs,

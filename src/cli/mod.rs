@@ -60,6 +60,12 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(dlq::Command),
     /// Print the JSON Schema of the stream message, generated from the validator's rules.
+    ///
+    /// Draft 2020-12, rendered from the same rules the sink validates with (src/domain/rules.rs),
+    /// so it changes with --extra-categories and never by hand. `etl serve` serves it at
+    /// /schema/transaction.json. What JSON Schema cannot express (at most 2 decimals in amount,
+    /// a field given twice, bytes that are not UTF-8 or not JSON) is listed in its description;
+    /// the sink's validator stays the authority.
     Schema(schema::Args),
     /// Benchmarks, not tests: `etl bench batch`, `etl bench produce`.
     #[command(subcommand)]
