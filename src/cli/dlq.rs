@@ -143,4 +143,26 @@ mod tests {
         assert!((age.num_seconds() - 7_200).abs() < 60, "{age}");
         assert!(parse_since("yesterday").unwrap_err().contains("RFC 3339"));
     }
+
+    #[test]
+    fn every_variable_of_replay_and_schema_is_in_the_env_example() {
+        use clap::CommandFactory;
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+        let cli = crate::cli::Cli::command();
+        let replay = cli
+            .find_subcommand("dlq")
+            .and_then(|d| d.find_subcommand("replay"))
+            .unwrap();
+        let schema = cli.find_subcommand("schema").unwrap();
+        let mut seen = 0;
+        for arg in replay.get_arguments().chain(schema.get_arguments()) {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_str().unwrap();
+                assert!(example.contains(env), ".env.example lacks {env}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "{seen} variables");
+    }
 }

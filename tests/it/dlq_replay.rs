@@ -251,25 +251,58 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         rules: today.clone(),
         ..ReplayOptions::default()
     };
-    let first = run_replay(&db, &replay_options).await;
+    // Filters: another kind, or letters newer than any there is, select nothing to produce.
+    let filtered = run_replay(
+        &db,
+        &ReplayOptions {
+            kinds: vec!["bad_uuid".into()],
+            ..replay_options.clone()
+        },
+    )
+    .await;
+    let all: u64 = injected.values().sum();
+    let totals = filtered.totals();
+    assert_eq!(totals.replayed, 0);
+    assert_eq!(totals.still_failing, injected["bad_uuid"]);
+    assert_eq!(totals.skipped, all - injected["bad_uuid"]);
+    let future = run_replay(
+        &db,
+        &ReplayOptions {
+            since: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+            ..replay_options.clone()
+        },
+    )
+    .await;
+    assert_eq!(future.totals().skipped, all);
+    assert_eq!(
+        high_watermarks(&kafka(), &source.name, 3),
+        before,
+        "a filtered replay produced"
+    );
+
+    // Two replays at once: between them, each message is produced once.
+    let (a, b) = tokio::join!(
+        run_replay(&db, &replay_options),
+        run_replay(&db, &replay_options)
+    );
     for (kind, count) in &injected {
-        let counts = first.by_kind[*kind];
-        if *kind == "unknown_category" {
-            assert_eq!(
-                (counts.replayed, counts.still_failing),
-                (*count, 0),
-                "{kind}"
-            );
+        let (x, y) = (a.by_kind[*kind], b.by_kind[*kind]);
+        let (replayable, failing) = if *kind == "unknown_category" {
+            (*count, 0)
         } else {
-            assert_eq!(
-                (counts.replayed, counts.still_failing),
-                (0, *count),
-                "{kind}"
-            );
-        }
-        assert_eq!((counts.already_replayed, counts.skipped), (0, 0), "{kind}");
+            (0, *count)
+        };
+        assert_eq!(x.replayed + y.replayed, replayable, "{kind}: {x:?} {y:?}");
+        assert_eq!(
+            (x.still_failing, y.still_failing),
+            (failing, failing),
+            "{kind}"
+        );
+        assert_eq!(x.replayed + x.already_replayed, replayable, "{kind}");
+        assert_eq!(y.replayed + y.already_replayed, replayable, "{kind}");
+        assert_eq!((x.skipped, y.skipped), (0, 0), "{kind}");
     }
-    assert_eq!(first.by_kind.len(), injected.len(), "{first:?}");
+    assert_eq!(a.by_kind.len(), injected.len(), "{a:?}");
 
     // Exactly the groceries messages were re-produced: original key and bytes, headers kept, plus
     // where each came from.

@@ -19,7 +19,9 @@ pub struct Claim {
     pub kind: String,
 }
 
-/// Inserts the claims that are new; returns the tx_ids this call claimed.
+/// Inserts the claims that are new; returns the tx_ids this call claimed. Rows are inserted in
+/// tx_id order, so two replays claiming overlapping chunks wait for each other instead of
+/// deadlocking.
 pub async fn claim(
     conn: &mut PgConnection,
     target_topic: &str,
@@ -35,6 +37,7 @@ pub async fn claim(
              (target_topic, tx_id, dlq_topic, dlq_partition, dlq_offset, error_kind) \
          SELECT $1, t.tx_id, $2, t.p, t.o, t.k \
          FROM unnest($3::uuid[], $4::integer[], $5::bigint[], $6::text[]) AS t(tx_id, p, o, k) \
+         ORDER BY t.tx_id \
          ON CONFLICT (target_topic, tx_id) DO NOTHING \
          RETURNING tx_id",
     )
