@@ -199,7 +199,7 @@ pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
     validate_with(bytes, Rules::standard())
 }
 
-/// [`validate`] against configured rules (e.g. extra currencies).
+/// [`validate`] against configured rules (e.g. extra categories).
 pub fn validate_with(bytes: &[u8], rules: &Rules) -> Result<Transaction, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
