@@ -3,8 +3,8 @@
 //! checks against, so a new category or a changed bound shows up here without anyone editing a
 //! schema file. `etl schema` prints it and `etl serve` serves it at `/schema/transaction.json`.
 //!
-//! JSON Schema cannot say everything the validator checks; what it cannot, the schema's
-//! `description` lists (see [`LIMITATIONS`]), and the validator stays the authority.
+//! JSON Schema cannot say everything the validator checks; what it cannot, [`NOT_EXPRESSED`]
+//! lists, the schema's `description` repeats, and the validator stays the authority.
 
 use serde_json::{Map, Value, json};
 
@@ -13,19 +13,49 @@ use super::rules::{FIELDS, Rules, Shape};
 /// Where the schema is served by `etl serve`, also its `$id`'s path.
 pub const SCHEMA_PATH: &str = "/schema/transaction.json";
 
-/// Rules of the validator that the schema does not (or cannot) check, for its description.
-pub const LIMITATIONS: &str = "Not expressed by this schema, checked by the sink's validator \
-    (a message failing them is dead-lettered with the kind in brackets): \
-    (1) at most 2 decimals in `amount` [too_many_decimals] — `multipleOf: 0.01` is evaluated in \
-    binary floating point by most validators, which then reject valid amounts such as 0.07, so \
-    the rule is given as the annotation `x-etl-max-decimals` instead; \
-    (2) a field given twice [duplicate_field] — JSON parsers keep one of the two silently; \
-    (3) the bytes must be UTF-8 [invalid_utf8] and one JSON document [not_json] — before any schema applies; \
-    (4) `processing_time_ms` must be written as an integer: JSON Schema's `integer` also admits 150.0, \
-    the validator does not [bad_processing_time_ms]. \
-    `merchant` must contain a character that is not white space; the schema's pattern uses the \
-    regular-expression class \\S, the validator Unicode's White_Space property (they differ only \
-    for rare characters).";
+/// Rejection kinds whose rule the schema does not check, each with the reason, for the schema's
+/// description. A message refused only for one of these conforms to the schema (the schema test
+/// checks exactly that); a new kind the schema cannot express belongs here.
+pub const NOT_EXPRESSED: [(&str, &str); 5] = [
+    (
+        "too_many_decimals",
+        "at most 2 decimals in `amount`: `multipleOf: 0.01` is evaluated in binary floating point \
+         by most validators, which then refuse valid amounts such as 0.07, so the rule is given as \
+         the annotation `x-etl-max-decimals` instead",
+    ),
+    (
+        "duplicate_field",
+        "a field given twice: JSON parsers silently keep one of the two",
+    ),
+    (
+        "invalid_utf8",
+        "the bytes must be UTF-8: checked before any schema applies",
+    ),
+    (
+        "not_json",
+        "the bytes must be one JSON document: checked before any schema applies",
+    ),
+    (
+        "bad_processing_time_ms",
+        "`processing_time_ms` written as 150.0: JSON Schema's `integer` admits it, the validator \
+         wants an integer literal",
+    ),
+];
+
+/// [`NOT_EXPRESSED`] as one paragraph.
+fn limitations() -> String {
+    let items: Vec<String> = NOT_EXPRESSED
+        .iter()
+        .map(|(kind, why)| format!("[{kind}] {why}"))
+        .collect();
+    format!(
+        "Not checked by this schema, only by the sink's validator (which dead-letters with the \
+         kind in brackets): {}. `merchant` must contain a character that is not white space: the \
+         schema's pattern uses the regular-expression class \\S, the validator Unicode's \
+         White_Space property (they differ only for rare characters).",
+        items.join("; ")
+    )
+}
 
 /// The schema for messages valid under `rules`.
 pub fn transaction_schema(rules: &Rules) -> Value {
@@ -49,7 +79,8 @@ pub fn transaction_schema(rules: &Rules) -> Value {
         "$id": format!("urn:etl:stream-message{SCHEMA_PATH}"),
         "title": "Transaction (the value of a message on the transactions topic)",
         "description": format!(
-            "UTF-8 JSON, key = user_id (ARCHITECTURE §4). Unknown extra fields are allowed and ignored. {LIMITATIONS}"
+            "UTF-8 JSON, key = user_id (ARCHITECTURE §4). Unknown extra fields are allowed and ignored. {}",
+            limitations()
         ),
         "type": "object",
         "required": required,
