@@ -3,12 +3,15 @@
 pub mod bench;
 pub mod build_models;
 pub mod demo;
+pub mod dlq;
 pub mod generate_monthly;
 mod global;
 pub mod load_batch;
 pub mod migrate;
 pub mod models;
 pub mod produce;
+pub mod rules;
+pub mod schema;
 pub mod serve;
 pub mod sink;
 mod sink_status;
@@ -55,6 +58,17 @@ pub enum Command {
     Topics(topics::Command),
     /// The REST API, the live dashboard and the stream page, with /metrics and /openapi.json.
     Serve(serve::Args),
+    /// Dead letters: `etl dlq replay` re-produces those that today's rules accept.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Print the JSON Schema of the stream message, generated from the validator's rules.
+    ///
+    /// Draft 2020-12, rendered from the same rules the sink validates with (src/domain/rules.rs),
+    /// so it changes with --extra-categories and never by hand. `etl serve` serves it at
+    /// /schema/transaction.json. What JSON Schema cannot express (at most 2 decimals in amount,
+    /// a field given twice, bytes that are not UTF-8 or not JSON) is listed in its description;
+    /// the sink's validator stays the authority.
+    Schema(schema::Args),
     /// Benchmarks, not tests: batch, produce, sink (drain), e2e, models, plan, serve.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -75,6 +89,8 @@ impl Cli {
             Command::Migrate(args) => args.run(&self.global).await,
             Command::Topics(command) => command.run(&self.global).await,
             Command::Serve(args) => args.run(&self.global).await,
+            Command::Dlq(command) => command.run(&self.global).await,
+            Command::Schema(args) => args.run().await,
             Command::Bench(bench) => bench.run(&self.global).await,
             Command::Demo(args) => args.run(&self.global).await,
         }

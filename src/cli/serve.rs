@@ -57,6 +57,8 @@ pub struct Args {
     /// With --scratch: write up to 10,000 of the stream rows' tx_ids here, one a line
     #[arg(long, requires = "scratch")]
     pub ids_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub rules: super::rules::RulesArgs,
 }
 
 impl Args {
@@ -74,6 +76,7 @@ impl Args {
             kafka_timeout: self.kafka_timeout,
             body_limit: self.body_limit,
             db_connections: self.db_connections,
+            rules: self.rules.rules()?,
         };
         let writes = if options.api_token.is_some() {
             "POST /events needs the bearer token"

@@ -63,12 +63,15 @@ pub struct Args {
     /// Database connections for the writers, the relay and the checks (at least writers + 1)
     #[arg(long, env = "SINK_DB_CONNECTIONS", default_value_t = sink::DEFAULT_DB_CONNECTIONS)]
     pub db_connections: u32,
+    #[command(flatten)]
+    pub rules: super::rules::RulesArgs,
 }
 
 impl Args {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         // Before anything connects: a setting that cannot work should say so at once.
         sink::enough_connections(self.writers as usize, self.db_connections)?;
+        let rules = self.rules.rules()?;
         db::migrate::migrate(&global.database_url).await?;
         let pool = db::connect(&global.database_url, self.db_connections).await?;
         let options = SinkOptions {
@@ -83,6 +86,7 @@ impl Args {
             until_caught_up: self.until_caught_up,
             metrics_addr: self.metrics_addr,
             synchronous_commit: self.synchronous_commit,
+            rules,
             ..SinkOptions::default()
         };
         let cancel = shutdown::on_signal();

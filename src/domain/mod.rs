@@ -4,5 +4,7 @@ pub mod anomaly;
 pub mod batch_transaction;
 pub mod catalog;
 pub mod field;
+pub mod rules;
+pub mod schema;
 pub mod transaction;
 pub mod user;

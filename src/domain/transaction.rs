@@ -17,16 +17,11 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+#[cfg(test)]
 use super::catalog;
-
-/// Largest accepted absolute amount (ARCHITECTURE §4).
-pub const MAX_ABS_AMOUNT: i64 = 1_000_000;
-/// Most decimal places an amount may have.
-pub const MAX_AMOUNT_DECIMALS: u32 = 2;
-/// Longest accepted merchant name, in characters (the column is varchar(255)).
-pub const MAX_MERCHANT_CHARS: usize = 255;
-/// Accepted event years, inclusive.
-pub const EVENT_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
+// The bounds live with the rest of the rules; re-exported where they always were.
+pub use super::rules::{EVENT_YEARS, MAX_ABS_AMOUNT, MAX_AMOUNT_DECIMALS, MAX_MERCHANT_CHARS};
+use super::rules::{Rules, Shape, Vocabulary, field_spec};
 
 /// A message that passed [`validate`]. Closed vocabularies are interned as the catalog's
 /// `&'static str`, so comparing them later is cheap and they cannot hold anything unexpected.
@@ -201,6 +196,11 @@ impl fmt::Display for RejectionKind {
 /// Checks one message value against ARCHITECTURE §4. Unknown extra fields are ignored; a user_id that
 /// no user file knows is valid (a late-arriving dimension member).
 pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
+    validate_with(bytes, Rules::standard())
+}
+
+/// [`validate`] against configured rules (e.g. extra categories).
+pub fn validate_with(bytes: &[u8], rules: &Rules) -> Result<Transaction, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
             RejectionKind::InvalidUtf8,
@@ -218,7 +218,7 @@ pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
             )
         })?;
     match document {
-        Document::Object(fields) => fields.check(),
+        Document::Object(fields) => fields.check(rules),
         Document::Other(what) => Err(Rejection::new(
             RejectionKind::NotObject,
             format!("the message is a JSON {what}, not an object"),
@@ -414,6 +414,10 @@ impl<'de> RawFields<'de> {
 
     /// A field that must be a non-null string.
     fn required_str(&mut self, field: Field) -> Result<Cow<'de, str>, Rejection> {
+        debug_assert!(
+            field_spec(field).required,
+            "{field:?} is optional in FIELDS"
+        );
         match self.take(field) {
             None => Err(Rejection::new(
                 RejectionKind::Missing(field),
@@ -430,6 +434,10 @@ impl<'de> RawFields<'de> {
 
     /// A field that may be absent or null, and is a string otherwise.
     fn optional_str(&mut self, field: Field) -> Result<Option<String>, Rejection> {
+        debug_assert!(
+            !field_spec(field).required,
+            "{field:?} is required in FIELDS"
+        );
         match self.take(field) {
             None | Some(Scalar::Null) => Ok(None),
             Some(Scalar::Str(s)) => Ok(Some(s.into_owned())),
@@ -437,7 +445,16 @@ impl<'de> RawFields<'de> {
         }
     }
 
-    fn check(mut self) -> Result<Transaction, Rejection> {
+    /// A string from the vocabulary that FIELDS gives `field`.
+    fn one_of(&mut self, field: Field, rules: &Rules) -> Result<&'static str, Rejection> {
+        let Shape::OneOf(vocabulary) = field_spec(field).shape else {
+            unreachable!("{field:?} has no vocabulary in FIELDS");
+        };
+        let text = self.required_str(field)?;
+        one_of(field, &text, rules.vocabulary(vocabulary), vocabulary)
+    }
+
+    fn check(mut self, rules: &Rules) -> Result<Transaction, Rejection> {
         if self.keys == 0 {
             return Err(Rejection::new(
                 RejectionKind::EmptyObject,
@@ -452,33 +469,13 @@ impl<'de> RawFields<'de> {
         }
         let tx_id = uuid_field(Field::TxId, &self.required_str(Field::TxId)?)?;
         let user_id = uuid_field(Field::UserId, &self.required_str(Field::UserId)?)?;
-        let amount = parse_amount(self.amount)?;
-        let currency = one_of(
-            Field::Currency,
-            &self.required_str(Field::Currency)?,
-            &catalog::CURRENCIES,
-            RejectionKind::UnknownCurrency,
-        )?;
-        let merchant = merchant(self.required_str(Field::Merchant)?)?;
-        let category = one_of(
-            Field::Category,
-            &self.required_str(Field::Category)?,
-            &catalog::STREAM_CATEGORIES,
-            RejectionKind::UnknownCategory,
-        )?;
-        let event_time = timestamp(&self.required_str(Field::Timestamp)?)?;
-        let status = one_of(
-            Field::Status,
-            &self.required_str(Field::Status)?,
-            &catalog::STATUSES,
-            RejectionKind::UnknownStatus,
-        )?;
-        let payment_method = one_of(
-            Field::PaymentMethod,
-            &self.required_str(Field::PaymentMethod)?,
-            &catalog::PAYMENT_METHODS,
-            RejectionKind::UnknownPaymentMethod,
-        )?;
+        let amount = parse_amount(self.amount, rules)?;
+        let currency = self.one_of(Field::Currency, rules)?;
+        let merchant = merchant(self.required_str(Field::Merchant)?, rules)?;
+        let category = self.one_of(Field::Category, rules)?;
+        let event_time = timestamp(&self.required_str(Field::Timestamp)?, rules)?;
+        let status = self.one_of(Field::Status, rules)?;
+        let payment_method = self.one_of(Field::PaymentMethod, rules)?;
         let city = self.optional_str(Field::City)?;
         let country = self.optional_str(Field::Country)?;
         let source_system = self.optional_str(Field::SourceSystem)?;
@@ -562,11 +559,11 @@ fn one_of(
     field: Field,
     text: &str,
     allowed: &[&'static str],
-    kind: RejectionKind,
+    vocabulary: Vocabulary,
 ) -> Result<&'static str, Rejection> {
     allowed.iter().copied().find(|a| *a == text).ok_or_else(|| {
         Rejection::new(
-            kind,
+            vocabulary.rejection(),
             format!(
                 "field `{}` is {:?}, expected one of {}",
                 field.name(),
@@ -577,7 +574,7 @@ fn one_of(
     })
 }
 
-fn merchant(text: Cow<'_, str>) -> Result<String, Rejection> {
+fn merchant(text: Cow<'_, str>, rules: &Rules) -> Result<String, Rejection> {
     if text.trim().is_empty() {
         return Err(Rejection::new(
             RejectionKind::MerchantEmpty,
@@ -585,16 +582,17 @@ fn merchant(text: Cow<'_, str>) -> Result<String, Rejection> {
         ));
     }
     let chars = text.chars().count();
-    if chars > MAX_MERCHANT_CHARS {
+    let max = rules.max_merchant_chars;
+    if chars > max {
         return Err(Rejection::new(
             RejectionKind::MerchantTooLong,
-            format!("field `merchant` has {chars} characters, at most {MAX_MERCHANT_CHARS} fit"),
+            format!("field `merchant` has {chars} characters, at most {max} fit"),
         ));
     }
     Ok(text.into_owned())
 }
 
-fn timestamp(text: &str) -> Result<DateTime<Utc>, Rejection> {
+fn timestamp(text: &str, rules: &Rules) -> Result<DateTime<Utc>, Rejection> {
     let parsed = DateTime::parse_from_rfc3339(text).map_err(|e| {
         Rejection::new(
             RejectionKind::BadTimestamp,
@@ -606,14 +604,15 @@ fn timestamp(text: &str) -> Result<DateTime<Utc>, Rejection> {
         )
     })?;
     // The year as written, before conversion to UTC: that is what the sender meant.
-    if !EVENT_YEARS.contains(&parsed.year()) {
+    let years = &rules.event_years;
+    if !years.contains(&parsed.year()) {
         return Err(Rejection::new(
             RejectionKind::TimestampOutOfRange,
             format!(
                 "field `timestamp` is in year {}, outside {}–{}",
                 parsed.year(),
-                EVENT_YEARS.start(),
-                EVENT_YEARS.end()
+                years.start(),
+                years.end()
             ),
         ));
     }
@@ -621,7 +620,7 @@ fn timestamp(text: &str) -> Result<DateTime<Utc>, Rejection> {
 }
 
 /// The amount from its exact JSON text (`raw` is `None` when the field is absent).
-fn parse_amount(raw: Option<&str>) -> Result<Decimal, Rejection> {
+fn parse_amount(raw: Option<&str>, rules: &Rules) -> Result<Decimal, Rejection> {
     let field = Field::Amount;
     let Some(text) = raw else {
         return Err(Rejection::new(
@@ -650,21 +649,23 @@ fn parse_amount(raw: Option<&str>) -> Result<Decimal, Rejection> {
         Some(b'[') => return Err(amount_wrong_type("an array")),
         _ => return Err(amount_wrong_type("an object")),
     }
-    let amount = decimal_from_json_number(text).ok_or_else(|| too_large(text))?;
+    let max_abs = rules.max_abs_amount;
+    let amount = decimal_from_json_number(text).ok_or_else(|| too_large(text, max_abs))?;
     if amount.is_zero() {
         return Err(Rejection::new(
             RejectionKind::ZeroAmount,
             "field `amount` is zero; a transaction moves money",
         ));
     }
-    if amount.abs() > Decimal::from(MAX_ABS_AMOUNT) {
-        return Err(too_large(text));
+    if amount.abs() > Decimal::from(max_abs) {
+        return Err(too_large(text, max_abs));
     }
-    if amount.scale() > MAX_AMOUNT_DECIMALS {
+    let decimals = rules.max_amount_decimals;
+    if amount.scale() > decimals {
         return Err(Rejection::new(
             RejectionKind::TooManyDecimals,
             format!(
-                "field `amount` is {}, it may have at most {MAX_AMOUNT_DECIMALS} decimals",
+                "field `amount` is {}, it may have at most {decimals} decimals",
                 truncated(text)
             ),
         ));
@@ -679,13 +680,10 @@ fn amount_wrong_type(found: &str) -> Rejection {
     )
 }
 
-fn too_large(text: &str) -> Rejection {
+fn too_large(text: &str, max_abs: i64) -> Rejection {
     Rejection::new(
         RejectionKind::AmountTooLarge,
-        format!(
-            "field `amount` is {}, beyond ±{MAX_ABS_AMOUNT}",
-            truncated(text)
-        ),
+        format!("field `amount` is {}, beyond ±{max_abs}", truncated(text)),
     )
 }
 
@@ -826,19 +824,13 @@ mod tests {
             let name = field.name();
             let missing = with(name, None);
             let null = with(name, Some("null"));
-            match *field {
-                Field::City
-                | Field::Country
-                | Field::SourceSystem
-                | Field::TransactionType
-                | Field::ProcessingTimeMs => {
-                    assert!(validate(missing.as_bytes()).is_ok(), "{name} is optional");
-                    assert!(validate(null.as_bytes()).is_ok(), "{name} may be null");
-                }
-                _ => {
-                    assert_eq!(kind_of(&missing), format!("missing_{name}"));
-                    assert_eq!(kind_of(&null), format!("null_{name}"));
-                }
+            // The rules table says which fields are optional; the validator must agree.
+            if field_spec(*field).required {
+                assert_eq!(kind_of(&missing), format!("missing_{name}"));
+                assert_eq!(kind_of(&null), format!("null_{name}"));
+            } else {
+                assert!(validate(missing.as_bytes()).is_ok(), "{name} is optional");
+                assert!(validate(null.as_bytes()).is_ok(), "{name} may be null");
             }
         }
     }

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, FieldProblem};
 use super::state::AppState;
-use crate::domain::transaction::{Field, Rejection, RejectionKind, validate};
+use crate::domain::rules::Rules;
+use crate::domain::transaction::{Field, Rejection, RejectionKind, validate_with};
 use crate::kafka::producer::PRODUCED_AT_HEADER;
 
 /// A valid message: each field of an invalid event is tried in it alone, so that every invalid
@@ -126,7 +127,9 @@ pub async fn post_event(
     if let Some(token) = &state.options.api_token {
         authorize(&headers, token)?;
     }
-    let tx = validate(&body).map_err(|first| ApiError::Invalid(problems(&body, first)))?;
+    let rules = &state.options.rules;
+    let tx = validate_with(&body, rules)
+        .map_err(|first| ApiError::Invalid(problems(&body, first, rules)))?;
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros())
@@ -187,7 +190,7 @@ fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
 
 /// Every invalid field of a refused event. Problems with the document as a whole (not JSON, not
 /// an object, a field twice) are the only problem reported.
-pub fn problems(body: &[u8], first: Rejection) -> Vec<FieldProblem> {
+pub fn problems(body: &[u8], first: Rejection, rules: &Rules) -> Vec<FieldProblem> {
     let whole = |r: &Rejection| FieldProblem {
         field: "(document)".into(),
         kind: r.kind.as_str().into(),
@@ -218,7 +221,7 @@ pub fn problems(body: &[u8], first: Rejection) -> Vec<FieldProblem> {
             None => probe.remove(name),
         };
         let bytes = serde_json::to_vec(&probe).expect("a JSON map serializes");
-        if let Err(rejection) = validate(&bytes) {
+        if let Err(rejection) = validate_with(&bytes, rules) {
             found.push(FieldProblem {
                 field: name.into(),
                 kind: rejection.kind.as_str().into(),
@@ -237,13 +240,14 @@ mod tests {
     use utoipa::OpenApi;
 
     use super::*;
+    use crate::domain::transaction::validate;
 
     #[test]
     fn the_probe_is_valid_and_every_bad_field_is_listed() {
         validate(PROBE.as_bytes()).unwrap();
         let body = br#"{"tx_id":"nope","user_id":"00000000-0000-4000-8000-000000000001","amount":1.234,"currency":"XXX","merchant":"m","category":"online_shopping","timestamp":"2025-01-01T00:00:00Z","status":"approved"}"#;
         let first = validate(body).unwrap_err();
-        let found = problems(body, first);
+        let found = problems(body, first, Rules::standard());
         let names: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(names, ["tx_id", "amount", "currency", "payment_method"]);
         assert_eq!(found[3].kind, "missing_payment_method");
@@ -265,7 +269,7 @@ mod tests {
     #[test]
     fn document_problems_are_reported_alone() {
         let first = validate(b"[1]").unwrap_err();
-        let found = problems(b"[1]", first);
+        let found = problems(b"[1]", first, Rules::standard());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].kind, "not_object");
     }

@@ -10,6 +10,7 @@ pub mod merchants;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod schema;
 pub mod seed;
 pub mod state;
 pub mod transactions;
@@ -47,6 +48,10 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/charts.js", get(dashboard::script))
         .route("/assets/style.css", get(dashboard::stylesheet))
         .route("/openapi.json", get(openapi::document))
+        .route(
+            crate::domain::schema::SCHEMA_PATH,
+            get(schema::transaction_schema),
+        )
         .route("/metrics", get(render_metrics));
     let body_limit = state.options.body_limit;
     api.merge(pages)

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::db::{DbError, nodelay, redact_url};
+use crate::domain::rules::Rules;
 use crate::kafka::{KafkaError, KafkaSettings};
 use crate::telemetry::metrics::HttpMetrics;
 
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     pub db_connections: u32,
+    /// What `POST /events` accepts and `/schema/transaction.json` describes (`--extra-categories`).
+    pub rules: Arc<Rules>,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +48,7 @@ impl Default for ServeOptions {
             kafka_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,
             db_connections: 8,
+            rules: Arc::new(Rules::default()),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod lag;
 pub mod producer;
+pub mod replay;
 pub mod sink;
 pub mod tail;
 

@@ -8,7 +8,8 @@ use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
 use crate::db::sink::sink_row_source;
-use crate::domain::transaction::{Rejection, Transaction, validate};
+use crate::domain::rules::Rules;
+use crate::domain::transaction::{Rejection, Transaction, validate_with};
 use crate::kafka::producer::PRODUCED_AT_HEADER;
 
 /// One message as read, with the validator's verdict.
@@ -38,7 +39,8 @@ impl Consumed {
             + self.row_source.capacity()
     }
 
-    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
+    /// The message, validated against `rules` (the standard ones unless `--extra-categories`).
+    pub fn from_message(message: &BorrowedMessage<'_>, rules: &Rules) -> Self {
         let payload = message.payload().unwrap_or_default().to_vec();
         let produced_at = message.headers().and_then(|headers| {
             headers
@@ -47,12 +49,13 @@ impl Consumed {
                 .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
                 .and_then(DateTime::from_timestamp_micros)
         });
-        let mut consumed = Self::new(
+        let mut consumed = Self::with_rules(
             message.topic(),
             message.partition(),
             message.offset(),
             payload,
             produced_at,
+            rules,
         );
         consumed.key = message.key().map(<[u8]>::to_vec);
         consumed
@@ -65,7 +68,25 @@ impl Consumed {
         payload: Vec<u8>,
         produced_at: Option<DateTime<Utc>>,
     ) -> Self {
-        let verdict = validate(&payload);
+        Self::with_rules(
+            topic,
+            partition,
+            offset,
+            payload,
+            produced_at,
+            Rules::standard(),
+        )
+    }
+
+    pub fn with_rules(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: Vec<u8>,
+        produced_at: Option<DateTime<Utc>>,
+        rules: &Rules,
+    ) -> Self {
+        let verdict = validate_with(&payload, rules);
         let mut row_source = Vec::new();
         if let Ok(tx) = &verdict {
             row_source.reserve(256);

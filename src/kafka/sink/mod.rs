@@ -45,6 +45,7 @@ use self::dead_letter::DeadLetters;
 use self::relay::Relay;
 use self::write::Writer;
 use crate::db::sink as queries;
+use crate::domain::rules::Rules;
 use crate::kafka::{KafkaSettings, config};
 use crate::telemetry::metrics::Metrics;
 
@@ -92,6 +93,9 @@ pub struct SinkOptions {
     /// the data, so a database crash that loses the last commits only makes the sink read those
     /// messages again (exactly-once holds; dead letters and anomalies are at-least-once anyway).
     pub synchronous_commit: bool,
+    /// What counts as valid (ARCHITECTURE §4 plus `--extra-categories`); `etl dlq replay` must
+    /// run with the same rules, or what it replays comes straight back as a dead letter.
+    pub rules: Arc<Rules>,
 }
 
 impl Default for SinkOptions {
@@ -109,6 +113,7 @@ impl Default for SinkOptions {
             stop_grace: Duration::from_secs(5),
             metrics_addr: None,
             synchronous_commit: false,
+            rules: Arc::new(Rules::default()),
         }
     }
 }
@@ -556,7 +561,7 @@ async fn read_batches(
                 Ok(message) => {
                     let lane = lane_of(message.partition(), lanes.len());
                     let lane = &mut lanes[lane];
-                    lane.batch.push(Consumed::from_message(&message));
+                    lane.batch.push(Consumed::from_message(&message, &options.rules));
                     consumed += 1;
                     metrics.sink.consumed.inc();
                     lane.deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_wait);
