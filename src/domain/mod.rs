@@ -4,5 +4,9 @@ pub mod anomaly;
 pub mod batch_transaction;
 pub mod catalog;
 pub mod field;
+pub mod limits;
 pub mod transaction;
 pub mod user;
+
+#[cfg(test)]
+mod transaction_props;

@@ -161,6 +161,12 @@ pub enum RejectionKind {
     MerchantTooLong,
     /// processing_time_ms is not a non-negative 32-bit integer.
     BadProcessingTime,
+    /// Beyond [`super::limits::MAX_MESSAGE_BYTES`]; not parsed.
+    TooLarge,
+    /// Nested beyond [`super::limits::MAX_DEPTH`]; not parsed.
+    TooDeep,
+    /// More than [`super::limits::MAX_KEYS`] object keys; not parsed.
+    TooManyKeys,
 }
 
 impl RejectionKind {
@@ -188,6 +194,9 @@ impl RejectionKind {
             Self::MerchantEmpty => "merchant_empty",
             Self::MerchantTooLong => "merchant_too_long",
             Self::BadProcessingTime => "bad_processing_time_ms",
+            Self::TooLarge => "too_large",
+            Self::TooDeep => "too_deep",
+            Self::TooManyKeys => "too_many_keys",
         }
     }
 }
@@ -201,6 +210,8 @@ impl fmt::Display for RejectionKind {
 /// Checks one message value against ARCHITECTURE §4. Unknown extra fields are ignored; a user_id that
 /// no user file knows is valid (a late-arriving dimension member).
 pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
+    // Before anything reads the whole message: see `limits` for why.
+    super::limits::check(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
             RejectionKind::InvalidUtf8,
