@@ -174,16 +174,15 @@ mod tests {
         many.push_str(r#""end":0}"#);
         assert_eq!(kind_quickly(many.as_bytes()), "too_many_keys");
         let rejection = validate(many.as_bytes()).unwrap_err();
-        assert!(rejection.message.contains("key 1025 at byte"), "{rejection}");
+        assert!(
+            rejection.message.contains("key 1025 at byte"),
+            "{rejection}"
+        );
     }
 
     #[test]
     fn messages_just_inside_the_bounds_pass_them() {
-        let deepest = format!(
-            "{}{}",
-            "[".repeat(MAX_DEPTH),
-            "]".repeat(MAX_DEPTH)
-        );
+        let deepest = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert_eq!(check(deepest.as_bytes()), Ok(()));
         let keys = format!("{{{}\"last\":0}}", r#""k":0,"#.repeat(MAX_KEYS - 1));
         assert_eq!(check(keys.as_bytes()), Ok(()));

@@ -67,8 +67,11 @@ fn timestamp() -> impl Strategy<Value = String> {
         0u32..60,
         prop_oneof![
             Just("Z".to_string()),
-            (-14i32..=14, prop_oneof![Just(0u32), Just(30)])
-                .prop_map(|(h, m)| format!("{}{:02}:{m:02}", if h < 0 { '-' } else { '+' }, h.abs())),
+            (-14i32..=14, prop_oneof![Just(0u32), Just(30)]).prop_map(|(h, m)| format!(
+                "{}{:02}:{m:02}",
+                if h < 0 { '-' } else { '+' },
+                h.abs()
+            )),
         ],
         proptest::option::of(0u32..1000),
     )
@@ -160,7 +163,9 @@ fn mutation(field: Field) -> BoxedStrategy<Mutation> {
         // The closed vocabularies: any other string, or a number.
         _ => prop_oneof![
             ".{0,20}".prop_map(Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
         ]
         .boxed(),
     };
@@ -199,16 +204,17 @@ fn expected_kind(field: Field, mutation: &Mutation) -> Option<String> {
         (Field::Merchant, Value::String(s)) if s.chars().count() > MAX_MERCHANT_CHARS => {
             "merchant_too_long".into()
         }
-        (Field::Timestamp, Value::String(s)) => {
-            match chrono::DateTime::parse_from_rfc3339(s) {
-                Ok(t) if super::transaction::EVENT_YEARS.contains(&chrono::Datelike::year(&t)) => {
-                    return None;
-                }
-                Ok(_) => "timestamp_out_of_range".into(),
-                Err(_) => "bad_timestamp".into(),
+        (Field::Timestamp, Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) if super::transaction::EVENT_YEARS.contains(&chrono::Datelike::year(&t)) => {
+                return None;
             }
-        }
-        (Field::Currency | Field::Category | Field::Status | Field::PaymentMethod, Value::String(s)) => {
+            Ok(_) => "timestamp_out_of_range".into(),
+            Err(_) => "bad_timestamp".into(),
+        },
+        (
+            Field::Currency | Field::Category | Field::Status | Field::PaymentMethod,
+            Value::String(s),
+        ) => {
             let vocabulary: &[&str] = match field {
                 Field::Currency => &catalog::CURRENCIES,
                 Field::Category => &catalog::STREAM_CATEGORIES,

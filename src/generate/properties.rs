@@ -25,14 +25,12 @@ const MESSAGES: usize = 200;
 
 /// Event clocks whose timestamps all stay within the validator's years.
 fn clock() -> impl Strategy<Value = EventClock> {
-    let start = (
-        *EVENT_YEARS.start()..*EVENT_YEARS.end(),
-        0i64..365 * 86_400,
-    )
-        .prop_map(|(year, seconds)| {
+    let start = (*EVENT_YEARS.start()..*EVENT_YEARS.end(), 0i64..365 * 86_400).prop_map(
+        |(year, seconds)| {
             let new_year: DateTime<Utc> = format!("{year}-01-01T00:00:00Z").parse().unwrap();
             new_year + TimeDelta::seconds(seconds)
-        });
+        },
+    );
     prop_oneof![
         Just(EventClock::Now),
         (start.clone(), 0i64..60_000).prop_map(|(start, ms)| EventClock::Fixed {
@@ -100,8 +98,8 @@ fn expected_copy(options: &MonthlyOptions, users_file: &str, tx_file: &str) -> (
 fn load(kind: BatchFileKind, path: &Path) -> Result<(Vec<u8>, u64, u64), TestCaseError> {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let data = std::fs::read(path).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let parsed = parse_file(kind, &name, &data)
-        .map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+    let parsed =
+        parse_file(kind, &name, &data).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
     Ok((parsed.rows_copy, parsed.rows_loaded, parsed.rows_rejected))
 }
 

@@ -277,10 +277,17 @@ mod tests {
     #[test]
     fn a_body_over_the_validators_bounds_is_one_document_problem() {
         // Valid fields, but a nested extra field deeper than the bound.
-        let deep = PROBE.replacen('{', &format!(r#"{{"extra":{}1{},"#, "[".repeat(40), "]".repeat(40)), 1);
+        let deep = PROBE.replacen(
+            '{',
+            &format!(r#"{{"extra":{}1{},"#, "[".repeat(40), "]".repeat(40)),
+            1,
+        );
         let found = problems(deep.as_bytes(), validate(deep.as_bytes()).unwrap_err());
         assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!((found[0].field.as_str(), found[0].kind.as_str()), ("(document)", "too_deep"));
+        assert_eq!(
+            (found[0].field.as_str(), found[0].kind.as_str()),
+            ("(document)", "too_deep")
+        );
     }
 
     #[test]

@@ -17,3 +17,4 @@ mod produce;
 mod serve;
 mod sink;
 mod topics;
+mod validator_db;
