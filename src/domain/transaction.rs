@@ -167,6 +167,8 @@ pub enum RejectionKind {
     TooDeep,
     /// More than [`super::limits::MAX_KEYS`] object keys; not parsed.
     TooManyKeys,
+    /// A text field we store holds U+0000, which PostgreSQL text cannot.
+    NulCharacter(Field),
 }
 
 impl RejectionKind {
@@ -197,6 +199,7 @@ impl RejectionKind {
             Self::TooLarge => "too_large",
             Self::TooDeep => "too_deep",
             Self::TooManyKeys => "too_many_keys",
+            Self::NulCharacter(_) => "nul_character",
         }
     }
 }
@@ -443,7 +446,10 @@ impl<'de> RawFields<'de> {
     fn optional_str(&mut self, field: Field) -> Result<Option<String>, Rejection> {
         match self.take(field) {
             None | Some(Scalar::Null) => Ok(None),
-            Some(Scalar::Str(s)) => Ok(Some(s.into_owned())),
+            Some(Scalar::Str(s)) => {
+                no_nul(field, &s)?;
+                Ok(Some(s.into_owned()))
+            }
             Some(other) => Err(wrong_type(field, &other, "a string")),
         }
     }
@@ -602,7 +608,23 @@ fn merchant(text: Cow<'_, str>) -> Result<String, Rejection> {
             format!("field `merchant` has {chars} characters, at most {MAX_MERCHANT_CHARS} fit"),
         ));
     }
+    no_nul(Field::Merchant, &text)?;
     Ok(text.into_owned())
+}
+
+/// A stored text must not hold U+0000 (`\u0000` in JSON): PostgreSQL would refuse the row, or the
+/// COPY writer would replace the character, storing something else than was sent.
+fn no_nul(field: Field, text: &str) -> Result<(), Rejection> {
+    if !text.contains('\0') {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        RejectionKind::NulCharacter(field),
+        format!(
+            "field `{}` contains a NUL character (\\u0000), which PostgreSQL text cannot store",
+            field.name()
+        ),
+    ))
 }
 
 fn timestamp(text: &str) -> Result<DateTime<Utc>, Rejection> {
@@ -968,6 +990,16 @@ mod tests {
         assert!(
             validate(with("merchant", Some(&format!("{:?}", "é".repeat(255)))).as_bytes()).is_ok()
         );
+    }
+
+    #[test]
+    fn stored_texts_cannot_hold_nul() {
+        let kind = |field: &str| kind_of(&with(field, Some(r#""a\u0000b""#)));
+        assert_eq!(kind("merchant"), "nul_character");
+        assert_eq!(kind("city"), "nul_character");
+        assert_eq!(kind("transaction_type"), "nul_character");
+        let rejection = validate(with("country", Some(r#""\u0000""#)).as_bytes()).unwrap_err();
+        assert!(rejection.message.contains("`country`"), "{rejection}");
     }
 
     #[test]

@@ -150,6 +150,7 @@ fn mutation(field: Field) -> BoxedStrategy<Mutation> {
         Field::Merchant => prop_oneof![
             "[ \t\n]{0,5}".prop_map(Value::from),
             "[a-z]{256,300}".prop_map(Value::from),
+            "[a-z]{0,3}\u{0}[a-z]{0,3}".prop_map(Value::from),
             any::<i32>().prop_map(Value::from),
         ]
         .boxed(),
@@ -204,6 +205,7 @@ fn expected_kind(field: Field, mutation: &Mutation) -> Option<String> {
         (Field::Merchant, Value::String(s)) if s.chars().count() > MAX_MERCHANT_CHARS => {
             "merchant_too_long".into()
         }
+        (Field::Merchant, Value::String(s)) if s.contains('\0') => "nul_character".into(),
         (Field::Timestamp, Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) if super::transaction::EVENT_YEARS.contains(&chrono::Datelike::year(&t)) => {
                 return None;

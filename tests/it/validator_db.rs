@@ -131,6 +131,8 @@ fn the_validator_accepts_exactly_what_the_database_stores_unchanged() {
     let db = runtime.block_on(TestDb::migrated());
     let mut runner = TestRunner::new(Config {
         cases: 200,
+        // A failure prints its minimal case; there is no source file to keep it beside.
+        failure_persistence: None,
         ..Config::default()
     });
     let result = runner.run(&case(), |case| {
