@@ -30,16 +30,16 @@ run() {
   local targets=("$@")
   ((${#targets[@]})) || targets=("${TARGETS[@]}")
   export RUSTC_BOOTSTRAP=1
-  local fuzz=(cargo fuzz --fuzz-dir fuzz)
+  local fuzz=(cargo fuzz)
   local started=$SECONDS
-  "${fuzz[@]}" build --sanitizer none
+  "${fuzz[@]}" build --fuzz-dir fuzz --sanitizer none
   echo "fuzz build: $((SECONDS - started)) s"
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "== fuzzing $target for $seconds s"
-    if ! "${fuzz[@]}" run --sanitizer none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    if ! "${fuzz[@]}" run --fuzz-dir fuzz --sanitizer none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
       >"$scratch/$target.log" 2>&1; then
       tail -n 60 "$scratch/$target.log" >&2
