@@ -3,6 +3,7 @@
 #   scripts/fuzz.sh install        cargo-fuzz and a C++ compiler (libFuzzer is C++), where missing
 #   scripts/fuzz.sh run [SECONDS]  builds fuzz/ once, then runs each target SECONDS (default 15)
 #   scripts/fuzz.sh run SECONDS TARGET…  only those targets
+# Unoptimised (`--dev`, see fuzz/Cargo.toml): the build is what costs, not the runs.
 # cargo-fuzz passes -Z flags, which stable rustc takes only with RUSTC_BOOTSTRAP=1; the sanitizer is
 # off (AddressSanitizer would need nightly's std), so a find is a panic, a timeout (-timeout) or
 # memory beyond -rss_limit_mb. Each run starts from the corpus kept in fuzz/corpus/TARGET and
@@ -32,14 +33,14 @@ run() {
   export RUSTC_BOOTSTRAP=1
   local fuzz=(cargo fuzz)
   local started=$SECONDS
-  "${fuzz[@]}" build --fuzz-dir fuzz --sanitizer none
+  "${fuzz[@]}" build --dev --fuzz-dir fuzz --sanitizer none
   echo "fuzz build: $((SECONDS - started)) s"
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "== fuzzing $target for $seconds s"
-    if ! "${fuzz[@]}" run --fuzz-dir fuzz --sanitizer none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    if ! "${fuzz[@]}" run --dev --fuzz-dir fuzz --sanitizer none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
       >"$scratch/$target.log" 2>&1; then
       tail -n 60 "$scratch/$target.log" >&2
