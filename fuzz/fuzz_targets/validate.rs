@@ -13,6 +13,19 @@ fuzz_target!(|data: &[u8]| {
             assert!(tx.amount.abs() <= MAX_ABS_AMOUNT.into());
             assert!(tx.amount.scale() <= MAX_AMOUNT_DECIMALS);
             assert!(!tx.merchant.trim().is_empty());
+            // PostgreSQL text cannot hold U+0000: an accepted message must be storable as sent.
+            let texts = [
+                &tx.city,
+                &tx.country,
+                &tx.source_system,
+                &tx.transaction_type,
+            ];
+            assert!(!tx.merchant.contains('\0'));
+            assert!(
+                texts
+                    .iter()
+                    .all(|t| t.as_ref().is_none_or(|t| !t.contains('\0')))
+            );
         }
         Err(rejection) => {
             // Error messages quote at most a bounded slice of the input.
