@@ -77,8 +77,13 @@ lint:
     if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check;     else echo '!!! WARNING: rustfmt is not installed: the formatting check is SKIPPED !!!' >&2; fi
     if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets -- -D warnings;     else echo '!!! WARNING: clippy is not installed: the lint check is SKIPPED !!!' >&2; fi
 
-# What CI runs: lints, then every test
-ci: lint test
+# Coverage-guided fuzzing (issue 17): builds fuzz/ (cargo-fuzz on stable, no sanitizer), then runs
+# each target `seconds` from its corpus in fuzz/corpus/; `just fuzz 600 validate` for a long local run
+fuzz seconds="15" *targets:
+    scripts/fuzz.sh run {{seconds}} {{targets}}
+
+# What CI runs: lints, every test, then each fuzz target for 15 s
+ci: lint test fuzz
 
 # Run etl with the services' addresses, e.g. `just etl topics tail transactions`
 etl *args:

@@ -4,7 +4,11 @@ pub mod anomaly;
 pub mod batch_transaction;
 pub mod catalog;
 pub mod field;
+pub mod limits;
 pub mod rules;
 pub mod schema;
 pub mod transaction;
 pub mod user;
+
+#[cfg(test)]
+mod transaction_props;

@@ -156,6 +156,14 @@ pub enum RejectionKind {
     MerchantTooLong,
     /// processing_time_ms is not a non-negative 32-bit integer.
     BadProcessingTime,
+    /// Beyond [`super::limits::MAX_MESSAGE_BYTES`]; not parsed.
+    TooLarge,
+    /// Nested beyond [`super::limits::MAX_DEPTH`]; not parsed.
+    TooDeep,
+    /// More than [`super::limits::MAX_KEYS`] object keys; not parsed.
+    TooManyKeys,
+    /// A text field we store holds U+0000, which PostgreSQL text cannot.
+    NulCharacter(Field),
 }
 
 impl RejectionKind {
@@ -183,6 +191,10 @@ impl RejectionKind {
             Self::MerchantEmpty => "merchant_empty",
             Self::MerchantTooLong => "merchant_too_long",
             Self::BadProcessingTime => "bad_processing_time_ms",
+            Self::TooLarge => "too_large",
+            Self::TooDeep => "too_deep",
+            Self::TooManyKeys => "too_many_keys",
+            Self::NulCharacter(_) => "nul_character",
         }
     }
 }
@@ -201,6 +213,8 @@ pub fn validate(bytes: &[u8]) -> Result<Transaction, Rejection> {
 
 /// [`validate`] against configured rules (e.g. extra categories).
 pub fn validate_with(bytes: &[u8], rules: &Rules) -> Result<Transaction, Rejection> {
+    // Before anything reads the whole message: see `limits` for why.
+    super::limits::check(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
             RejectionKind::InvalidUtf8,
@@ -440,7 +454,10 @@ impl<'de> RawFields<'de> {
         );
         match self.take(field) {
             None | Some(Scalar::Null) => Ok(None),
-            Some(Scalar::Str(s)) => Ok(Some(s.into_owned())),
+            Some(Scalar::Str(s)) => {
+                no_nul(field, &s)?;
+                Ok(Some(s.into_owned()))
+            }
             Some(other) => Err(wrong_type(field, &other, "a string")),
         }
     }
@@ -589,7 +606,23 @@ fn merchant(text: Cow<'_, str>, rules: &Rules) -> Result<String, Rejection> {
             format!("field `merchant` has {chars} characters, at most {max} fit"),
         ));
     }
+    no_nul(Field::Merchant, &text)?;
     Ok(text.into_owned())
+}
+
+/// A stored text must not hold U+0000 (`\u0000` in JSON): PostgreSQL would refuse the row, or the
+/// COPY writer would replace the character, storing something else than was sent.
+fn no_nul(field: Field, text: &str) -> Result<(), Rejection> {
+    if !text.contains('\0') {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        RejectionKind::NulCharacter(field),
+        format!(
+            "field `{}` contains a NUL character (\\u0000), which PostgreSQL text cannot store",
+            field.name()
+        ),
+    ))
 }
 
 fn timestamp(text: &str, rules: &Rules) -> Result<DateTime<Utc>, Rejection> {
@@ -949,6 +982,16 @@ mod tests {
         assert!(
             validate(with("merchant", Some(&format!("{:?}", "é".repeat(255)))).as_bytes()).is_ok()
         );
+    }
+
+    #[test]
+    fn stored_texts_cannot_hold_nul() {
+        let kind = |field: &str| kind_of(&with(field, Some(r#""a\u0000b""#)));
+        assert_eq!(kind("merchant"), "nul_character");
+        assert_eq!(kind("city"), "nul_character");
+        assert_eq!(kind("transaction_type"), "nul_character");
+        let rejection = validate(with("country", Some(r#""\u0000""#)).as_bytes()).unwrap_err();
+        assert!(rejection.message.contains("`country`"), "{rejection}");
     }
 
     #[test]

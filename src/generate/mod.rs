@@ -6,3 +6,6 @@ pub mod files;
 pub mod monthly;
 pub mod stream;
 pub mod user_ids;
+
+#[cfg(test)]
+mod properties;

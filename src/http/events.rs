@@ -203,13 +203,17 @@ pub fn problems(body: &[u8], first: Rejection, rules: &Rules) -> Vec<FieldProble
             | RejectionKind::NotObject
             | RejectionKind::EmptyObject
             | RejectionKind::DuplicateField(_)
+            | RejectionKind::TooLarge
+            | RejectionKind::TooDeep
+            | RejectionKind::TooManyKeys
     );
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-        return vec![whole(&first)];
-    };
+    // Before parsing the body again: a body over the validator's bounds must not be parsed at all.
     if document_level {
         return vec![whole(&first)];
     }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return vec![whole(&first)];
+    };
     let template: Map<String, Value> =
         serde_json::from_str(PROBE).expect("the probe message is JSON");
     let mut found = Vec::new();
@@ -272,6 +276,26 @@ mod tests {
         let found = problems(b"[1]", first, Rules::standard());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].kind, "not_object");
+    }
+
+    #[test]
+    fn a_body_over_the_validators_bounds_is_one_document_problem() {
+        // Valid fields, but a nested extra field deeper than the bound.
+        let deep = PROBE.replacen(
+            '{',
+            &format!(r#"{{"extra":{}1{},"#, "[".repeat(40), "]".repeat(40)),
+            1,
+        );
+        let found = problems(
+            deep.as_bytes(),
+            validate(deep.as_bytes()).unwrap_err(),
+            Rules::standard(),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].field.as_str(), found[0].kind.as_str()),
+            ("(document)", "too_deep")
+        );
     }
 
     #[test]

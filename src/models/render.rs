@@ -436,6 +436,10 @@ fn with_macro_imports(jinja: &JinjaContext, template: &str) -> String {
     )
 }
 
+/// Instructions one render may run. Real models take hundreds; nested loops over `range(100000)`
+/// would take 10^10, which is a hang, not a model (issue 17).
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
 /// An environment with dbt's functions, capturing what the template refers to.
 fn environment(
     scope: &RenderScope<'_>,
@@ -445,6 +449,7 @@ fn environment(
 ) -> Result<Environment<'static>, ModelError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let schema = scope.schema.to_string();
     if !scope.jinja.macros.is_empty() {
         env.add_template_owned(super::macros::MACROS_TEMPLATE, scope.jinja.macros.clone())
@@ -751,6 +756,7 @@ pub fn render_config_text(
     target_name: &str,
 ) -> Result<ConfigValue, String> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let vars = vars.clone();
     env.add_function(
         "var",
@@ -974,6 +980,26 @@ mod tests {
         );
         let off = render(&scope, "m", Path::new("m.sql"), template, false).unwrap();
         assert!(!off.sql.contains("max(x)"));
+    }
+
+    #[test]
+    fn a_template_that_would_run_for_hours_stops_at_its_fuel() {
+        let (nodes, sources, vars) = scope_parts();
+        let scope = RenderScope {
+            schema: "analytics",
+            nodes: &nodes,
+            sources: &sources,
+            vars: &vars,
+            changed: None,
+            jinja: &JinjaContext::default(),
+        };
+        // 10^10 iterations without the bound.
+        let template = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}\
+                        {% endfor %}select 1";
+        let started = std::time::Instant::now();
+        let err = render(&scope, "m", Path::new("m.sql"), template, false).unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -22,3 +22,4 @@ mod secrets;
 mod serve;
 mod sink;
 mod topics;
+mod validator_db;
