@@ -1,6 +1,5 @@
 //! CSV landing of the monthly files (ARCHITECTURE §3 into §5) with polars.
 
-pub mod bench;
 pub mod copy_text;
 pub mod error;
 pub mod load;

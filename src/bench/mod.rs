@@ -1,6 +1,7 @@
 //! The benchmark harness behind `etl bench`: reusable pieces (a throwaway broker, a scratch
 //! database, exact percentiles) and one module per benchmark.
 
+pub mod batch;
 pub mod broker;
 pub mod e2e;
 pub mod models;

@@ -100,7 +100,7 @@ impl ScratchDb {
             .await
             .map_err(BenchError::sql("creating the scratch database"))?;
         let _ = admin.close().await;
-        let url = crate::batch::bench::with_database(server_url, &name);
+        let url = crate::bench::batch::with_database(server_url, &name);
         let created = async {
             db::migrate::migrate(&url).await?;
             db::connect(&url, connections).await

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::batch::bench::{BatchBenchOptions, run};
+use crate::bench::batch::{BatchBenchOptions, run};
 use crate::bench::broker::BrokerChoice;
 use crate::bench::e2e::{self, E2eBenchOptions, ProducerPlacement};
 use crate::bench::models::{self, ModelsBenchOptions};

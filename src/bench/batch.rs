@@ -20,8 +20,8 @@ use crate::db::{self, DbError};
 use crate::generate::files::write_month;
 use crate::generate::monthly::MonthlyOptions;
 
-use super::load::copy_in;
-use super::{BatchFile, BatchFileKind};
+use crate::batch::load::copy_in;
+use crate::batch::{BatchFile, BatchFileKind};
 
 /// What to measure. Defaults: a month of 1M users and 1M transactions.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ pub enum BenchError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
-    Load(#[from] super::BatchError),
+    Load(#[from] crate::batch::BatchError),
     #[error("benchmark database step failed while {context}: {source}")]
     Sql {
         context: &'static str,
@@ -244,7 +244,7 @@ async fn measure(
     let rounds = options.rounds.max(1);
     db::migrate::migrate(url).await?;
     let pool = db::connect(url, 2).await?;
-    sqlx::raw_sql(include_str!("bench_tables.sql"))
+    sqlx::raw_sql(include_str!("batch_tables.sql"))
         .execute(&pool)
         .await
         .map_err(sql("creating the baseline tables"))?;
