@@ -136,10 +136,34 @@ pub(crate) fn process_cpu_time() -> Option<Duration> {
 
 /// CPU time of process `pid` so far (Linux only; `None` when it is gone or not readable).
 pub(crate) fn cpu_time_of(pid: &str) -> Option<Duration> {
+    stat_ticks(pid, StatTicks::Own)
+}
+
+/// CPU time of this process's children that have exited and been waited for (Linux only).
+pub(crate) fn children_cpu_time() -> Option<Duration> {
+    stat_ticks("self", StatTicks::WaitedForChildren)
+}
+
+/// Which pair of CPU counters of /proc/PID/stat to read.
+#[derive(Clone, Copy)]
+enum StatTicks {
+    /// utime + stime.
+    Own,
+    /// cutime + cstime.
+    WaitedForChildren,
+}
+
+fn stat_ticks(pid: &str, which: StatTicks) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name, which may itself contain spaces.
+    // Fields after the parenthesised command name, which may itself contain spaces; utime is
+    // field 14 of proc(5), the 12th after the name.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let first = match which {
+        StatTicks::Own => 11,
+        StatTicks::WaitedForChildren => 13,
+    };
+    let ticks: u64 =
+        fields.get(first)?.parse::<u64>().ok()? + fields.get(first + 1)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
 }
 

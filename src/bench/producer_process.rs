@@ -51,8 +51,8 @@ impl ProducerRun<'_> {
     /// Runs `etl produce` to its end, or until `cancel` (which kills it).
     pub async fn run(&self, cancel: &CancellationToken) -> Result<ProcessSent, BenchError> {
         let users_dir = UsersDir::write(self.users)?;
-        let before = high_watermarks(self.settings, self.topic).await?;
-        let children_cpu_before = children_cpu_time();
+        let before = messages_ever(self.settings, self.topic).await?;
+        let children_cpu_before = super::children_cpu_time();
         let started = Utc::now();
         let clock = Instant::now();
         let mut child = self
@@ -76,7 +76,7 @@ impl ProducerRun<'_> {
                 source,
             })?;
         let elapsed = clock.elapsed();
-        let cpu = super::cpu_between(children_cpu_before, children_cpu_time());
+        let cpu = super::cpu_between(children_cpu_before, super::children_cpu_time());
         let stderr = stderr.join().unwrap_or_default();
         if cancel.is_cancelled() {
             return Err(BenchError::Void("interrupted".into()));
@@ -87,7 +87,7 @@ impl ProducerRun<'_> {
                 last_lines(&stderr, 5)
             )));
         }
-        let after = high_watermarks(self.settings, self.topic).await?;
+        let after = messages_ever(self.settings, self.topic).await?;
         Ok(ProcessSent {
             sent: u64::try_from(after - before).unwrap_or(0),
             started,
@@ -164,22 +164,9 @@ async fn wait_or_kill(
 }
 
 /// Σ high watermarks of `topic`: every message it ever got.
-async fn high_watermarks(settings: &KafkaSettings, topic: &str) -> Result<i64, BenchError> {
-    Ok(admin::describe_topics(settings, Some(topic))
-        .await?
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .map(|p| p.high)
-        .sum())
-}
-
-/// CPU time of this process's children that have exited and been waited for (`cutime` and
-/// `cstime` of /proc/self/stat; Linux only).
-fn children_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+async fn messages_ever(settings: &KafkaSettings, topic: &str) -> Result<i64, BenchError> {
+    let watermarks = admin::high_watermarks(settings, topic).await?;
+    Ok(watermarks.iter().map(|(_, high)| high).sum())
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -83,7 +83,7 @@ pub async fn run(
     };
     step("catching the sink up with earlier messages");
     let drained = run_sink(kafka, database_url, pool, &sink_options, cancel).await?;
-    let first_offsets = high_watermarks(kafka, &options.sink.topic).await?;
+    let first_offsets = admin::high_watermarks(kafka, &options.sink.topic).await?;
 
     step(&format!(
         "producing {} transactions to {} ({:.0} % invalid, {:.0} % from unknown users)",
@@ -184,16 +184,6 @@ async fn run_sink(
         bail!("interrupted");
     }
     Ok(summary)
-}
-
-/// (partition, high watermark) of every partition of `topic`.
-async fn high_watermarks(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-    Ok(admin::describe_topics(kafka, Some(topic))
-        .await?
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .map(|p| (p.id, p.high))
-        .collect())
 }
 
 async fn produce(

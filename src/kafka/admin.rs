@@ -147,6 +147,19 @@ pub async fn describe_topics(
     blocking(move || describe_blocking(&consumer, &brokers, topic.as_deref())).await
 }
 
+/// The high watermark (the offset the next message will get) of each partition of `topic`.
+pub async fn high_watermarks(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    Ok(describe_topics(settings, Some(topic))
+        .await?
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.id, p.high))
+        .collect())
+}
+
 /// Runs librdkafka's blocking metadata calls off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
