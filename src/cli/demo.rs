@@ -7,8 +7,7 @@ use anyhow::bail;
 use crate::db;
 use crate::demo::{self, DemoOptions};
 use crate::generate::monthly::Month;
-use crate::kafka::config;
-use crate::kafka::sink::{self, SinkOptions};
+use crate::kafka::sink;
 use crate::shutdown;
 
 use super::GlobalArgs;
@@ -51,18 +50,8 @@ pub struct Args {
     /// Folder of the models
     #[arg(long, env = "ETL_MODELS_DIR", default_value = crate::models::DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
-    /// The transaction stream topic
-    #[arg(long, env = "KAFKA_TOPIC", default_value = config::DEFAULT_TOPIC)]
-    pub topic: String,
-    /// The sink's consumer group
-    #[arg(long, env = "KAFKA_GROUP", default_value = config::DEFAULT_GROUP)]
-    pub group: String,
-    /// Dead-letter topic
-    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = config::DEFAULT_DLQ_TOPIC)]
-    pub dlq_topic: String,
-    /// Anomalies topic
-    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = config::DEFAULT_ANOMALIES_TOPIC)]
-    pub anomalies_topic: String,
+    #[command(flatten)]
+    pub topics: super::sink::SinkTopicsArgs,
     /// Where `etl serve` shows the dashboard, for the summary
     #[arg(
         long,
@@ -96,13 +85,7 @@ impl Args {
             stream_seed: self.stream_seed.unwrap_or_else(rand::random),
             backfill_days: self.backfill_days,
             models_dir: self.models_dir,
-            sink: SinkOptions {
-                topic: self.topic,
-                group: self.group,
-                dlq_topic: self.dlq_topic,
-                anomalies_topic: self.anomalies_topic,
-                ..SinkOptions::default()
-            },
+            sink: self.topics.options(),
             dashboard_url: self.dashboard_url,
         };
         let step = |what: &str| eprintln!("== {what}");

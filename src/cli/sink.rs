@@ -16,18 +16,8 @@ use super::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Topic to read transactions from
-    #[arg(long, env = "KAFKA_TOPIC", default_value = config::DEFAULT_TOPIC)]
-    pub topic: String,
-    /// Consumer group; every sink process in one group shares the partitions
-    #[arg(long, env = "KAFKA_GROUP", default_value = config::DEFAULT_GROUP)]
-    pub group: String,
-    /// Dead-letter topic for messages that are not valid transactions
-    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = config::DEFAULT_DLQ_TOPIC)]
-    pub dlq_topic: String,
-    /// Topic the anomaly relay publishes to
-    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = config::DEFAULT_ANOMALIES_TOPIC)]
-    pub anomalies_topic: String,
+    #[command(flatten)]
+    pub topics: SinkTopicsArgs,
     /// Most messages per database transaction (a backed-up topic fills batches to this size)
     #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = sink::DEFAULT_BATCH_SIZE as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -67,6 +57,36 @@ pub struct Args {
     pub rules: super::rules::RulesArgs,
 }
 
+/// The topics and consumer group a sink uses: `etl kafka-to-postgres`'s and `etl demo`'s.
+#[derive(Debug, clap::Args)]
+pub struct SinkTopicsArgs {
+    /// Topic to read transactions from
+    #[arg(long, env = "KAFKA_TOPIC", default_value = config::DEFAULT_TOPIC)]
+    pub topic: String,
+    /// Consumer group; every sink process in one group shares the partitions
+    #[arg(long, env = "KAFKA_GROUP", default_value = config::DEFAULT_GROUP)]
+    pub group: String,
+    /// Dead-letter topic for messages that are not valid transactions
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = config::DEFAULT_DLQ_TOPIC)]
+    pub dlq_topic: String,
+    /// Topic the anomaly relay publishes to
+    #[arg(long, env = "KAFKA_ANOMALIES_TOPIC", default_value = config::DEFAULT_ANOMALIES_TOPIC)]
+    pub anomalies_topic: String,
+}
+
+impl SinkTopicsArgs {
+    /// Default sink options on these topics and group.
+    pub fn options(self) -> SinkOptions {
+        SinkOptions {
+            topic: self.topic,
+            group: self.group,
+            dlq_topic: self.dlq_topic,
+            anomalies_topic: self.anomalies_topic,
+            ..SinkOptions::default()
+        }
+    }
+}
+
 impl Args {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         // Before anything connects: a setting that cannot work should say so at once.
@@ -75,10 +95,6 @@ impl Args {
         db::migrate::migrate(&global.database_url).await?;
         let pool = db::connect(&global.database_url, self.db_connections).await?;
         let options = SinkOptions {
-            topic: self.topic,
-            group: self.group,
-            dlq_topic: self.dlq_topic,
-            anomalies_topic: self.anomalies_topic,
             batch_size: self.batch_size as usize,
             batch_bytes: self.batch_bytes,
             batch_wait: self.batch_wait,
@@ -87,7 +103,7 @@ impl Args {
             metrics_addr: self.metrics_addr,
             synchronous_commit: self.synchronous_commit,
             rules,
-            ..SinkOptions::default()
+            ..self.topics.options()
         };
         let cancel = shutdown::on_signal();
         let metrics = Metrics::new();

@@ -280,7 +280,7 @@ fn compose_profiles_add_the_app_and_observability_and_leave_just_up_alone() {
                 // A KAFKA_GROUP in the service's environment wins over the default.
                 services[*s]["environment"]["KAFKA_GROUP"]
                     .as_str()
-                    .map_or(args.group, String::from)
+                    .map_or(args.topics.group, String::from)
             }
             _ => unreachable!(),
         })
