@@ -11,9 +11,8 @@ use std::time::Duration;
 use etl::domain::rules::Rules;
 use etl::generate::stream::{InjectedKind, StreamGenerator, StreamMessage, StreamOptions};
 use etl::kafka::KafkaSettings;
-use etl::kafka::producer::{ProduceOptions, produce_blocking};
 use etl::kafka::replay::{self, REPLAYED_FROM_HEADER, ReplayOptions, ReplaySummary};
-use etl::kafka::sink::{self, SinkOptions, SinkSummary};
+use etl::kafka::sink::SinkOptions;
 use etl::telemetry::metrics::Metrics;
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -22,45 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, TestTopic, kafka, run_etl};
-
-async fn send(topic: &str, messages: Vec<StreamMessage>) {
-    let settings = kafka();
-    let options = ProduceOptions {
-        topic: topic.to_string(),
-        ..ProduceOptions::default()
-    };
-    let summary = tokio::task::spawn_blocking(move || {
-        produce_blocking(
-            &settings,
-            &options,
-            messages,
-            &CancellationToken::new(),
-            |_| {},
-        )
-    })
-    .await
-    .unwrap()
-    .expect("producing");
-    assert!(!summary.has_failures(), "{summary:?}");
-}
-
-async fn run_sink(db: &TestDb, options: &SinkOptions) -> SinkSummary {
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        sink::run(
-            &kafka(),
-            &db.url,
-            db.pool.clone(),
-            options,
-            Metrics::new(),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("the sink caught up within 2 minutes")
-    .expect("the sink ran")
-}
+use crate::helpers::{TestDb, TestTopic, kafka, run_etl, run_sink, send};
 
 async fn run_replay(db: &TestDb, options: &ReplayOptions) -> ReplaySummary {
     tokio::time::timeout(
@@ -194,7 +155,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         *injected.entry(kind.as_str()).or_default() += 1;
     }
     assert!(groceries.len() >= 10, "{injected:?}");
-    send(&source.name, messages).await;
+    send(&kafka(), &source.name, messages).await;
 
     // Yesterday: the standard rules, groceries dead-lettered with the rest.
     let sink_options = SinkOptions {
@@ -205,7 +166,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         until_caught_up: true,
         ..SinkOptions::default()
     };
-    let yesterday = run_sink(&db, &sink_options).await;
+    let yesterday = run_sink(&db, &sink_options, Metrics::new()).await;
     assert_eq!(yesterday.inserted as usize, valid.len());
     assert_eq!(landed(&db).await, valid);
 
@@ -336,7 +297,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         rules: today.clone(),
         ..sink_options.clone()
     };
-    let landing = run_sink(&db, &today_sink).await;
+    let landing = run_sink(&db, &today_sink, Metrics::new()).await;
     assert_eq!(landing.inserted as usize, groceries.len(), "{landing:?}");
     assert_eq!(landing.rejected, 0);
     let expected: HashSet<Uuid> = valid
@@ -364,7 +325,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         after,
         "the second replay produced"
     );
-    let again = run_sink(&db, &today_sink).await;
+    let again = run_sink(&db, &today_sink, Metrics::new()).await;
     assert_eq!((again.consumed, again.inserted), (0, 0));
     assert_eq!(landed(&db).await, expected);
 }

@@ -5,9 +5,16 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use etl::db::redact_url;
+use std::time::Duration;
+
+use etl::generate::stream::StreamMessage;
 use etl::kafka::KafkaSettings;
 use etl::kafka::admin::{self, TopicSpec};
+use etl::kafka::producer::{ProduceOptions, produce_blocking};
+use etl::kafka::sink::{self, SinkOptions, SinkSummary};
+use etl::telemetry::metrics::Metrics;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Service addresses: the environment wins, then `.local/services.env` written by `just up`,
@@ -221,4 +228,57 @@ fn database_name_is_replaced_and_query_kept() {
         "postgres://u:p@h:5432/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+/// Produces `messages` to `topic` and asserts every one was acknowledged.
+pub async fn send(settings: &KafkaSettings, topic: &str, messages: Vec<StreamMessage>) {
+    let settings = settings.clone();
+    let options = ProduceOptions {
+        topic: topic.to_string(),
+        ..ProduceOptions::default()
+    };
+    let summary = tokio::task::spawn_blocking(move || {
+        produce_blocking(
+            &settings,
+            &options,
+            messages,
+            &CancellationToken::new(),
+            |_| {},
+        )
+    })
+    .await
+    .unwrap()
+    .expect("producing");
+    assert!(!summary.has_failures(), "{summary:?}");
+}
+
+/// Runs the sink on the shared broker until it has caught up (at most 2 minutes).
+pub async fn run_sink(db: &TestDb, options: &SinkOptions, metrics: Metrics) -> SinkSummary {
+    run_sink_on(&kafka(), db, options, metrics).await
+}
+
+/// Runs the sink on the broker of `settings` until it has caught up (at most 2 minutes).
+pub async fn run_sink_on(
+    settings: &KafkaSettings,
+    db: &TestDb,
+    options: &SinkOptions,
+    metrics: Metrics,
+) -> SinkSummary {
+    if std::env::var_os("TEST_LOG").is_some() {
+        etl::telemetry::init(etl::telemetry::LogFormat::Text);
+    }
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        sink::run(
+            settings,
+            &db.url,
+            db.pool.clone(),
+            options,
+            metrics,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the sink caught up within 2 minutes")
+    .expect("the sink ran")
 }

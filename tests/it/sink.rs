@@ -19,7 +19,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, TestTopic, etl_command, kafka, services};
+use crate::helpers::{
+    TestDb, TestTopic, etl_command, kafka, run_sink, run_sink_on, send, services,
+};
 use crate::private_kafka::PrivateKafka;
 use crate::private_postgres::PrivatePostgres;
 
@@ -80,27 +82,6 @@ fn generate(users: &[Uuid], count: usize, seed: u64) -> Vec<StreamMessage> {
     )
     .take(count)
     .collect()
-}
-
-async fn send(settings: &KafkaSettings, topic: &str, messages: Vec<StreamMessage>) {
-    let settings = settings.clone();
-    let options = ProduceOptions {
-        topic: topic.to_string(),
-        ..ProduceOptions::default()
-    };
-    let summary = tokio::task::spawn_blocking(move || {
-        produce_blocking(
-            &settings,
-            &options,
-            messages,
-            &CancellationToken::new(),
-            |_| {},
-        )
-    })
-    .await
-    .unwrap()
-    .expect("producing");
-    assert!(!summary.has_failures(), "{summary:?}");
 }
 
 /// Users the batch files know: enough of `users_raw` for the sink's late-arrival check.
@@ -299,35 +280,6 @@ async fn read_topic(settings: &KafkaSettings, topic: &str, expected: usize) -> V
 struct DeadLetter {
     payload: Vec<u8>,
     headers: HashMap<String, String>,
-}
-
-async fn run_sink(db: &TestDb, options: &SinkOptions, metrics: Metrics) -> SinkSummary {
-    run_sink_on(&kafka(), db, options, metrics).await
-}
-
-async fn run_sink_on(
-    settings: &KafkaSettings,
-    db: &TestDb,
-    options: &SinkOptions,
-    metrics: Metrics,
-) -> SinkSummary {
-    if std::env::var_os("TEST_LOG").is_some() {
-        etl::telemetry::init(etl::telemetry::LogFormat::Text);
-    }
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        sink::run(
-            settings,
-            &db.url,
-            db.pool.clone(),
-            options,
-            metrics,
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("the sink caught up within 2 minutes")
-    .expect("the sink ran")
 }
 
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
