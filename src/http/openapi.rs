@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{anomalies, dashboard, error, events, health, merchants, transactions, users};
+use super::{anomalies, dashboard, error, events, health, merchants, schema, transactions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{anomalies, dashboard, error, events, health, merchants, transactions
         anomalies::anomalies,
         events::post_event,
         dashboard::dashboard_data, dashboard::stream_data,
+        schema::transaction_schema,
     ),
     components(schemas(error::ErrorBody, error::FieldProblem)),
     modifiers(&BearerAuth),

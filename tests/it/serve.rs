@@ -699,6 +699,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/users/{user_id}/trends",
         "/anomalies",
         "/events",
+        etl::domain::schema::SCHEMA_PATH,
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
