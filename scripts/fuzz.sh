@@ -9,6 +9,7 @@
 # memory beyond -rss_limit_mb. Each run starts from the corpus kept in fuzz/corpus/TARGET and
 # writes what it learns to a scratch copy, so the repository's corpus only changes by hand
 # (`cargo fuzz cmin` after a long local run). A crash leaves its input in fuzz/artifacts/TARGET/.
+# ETL_FUZZ_TARGET_DIR puts the build elsewhere than fuzz/target, e.g. a cache that outlives a clone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -32,15 +33,17 @@ run() {
   ((${#targets[@]})) || targets=("${TARGETS[@]}")
   export RUSTC_BOOTSTRAP=1
   local fuzz=(cargo fuzz)
+  local build=(--dev --fuzz-dir fuzz --sanitizer none)
+  [[ -z ${ETL_FUZZ_TARGET_DIR:-} ]] || build+=(--target-dir "$ETL_FUZZ_TARGET_DIR")
   local started=$SECONDS
-  "${fuzz[@]}" build --dev --fuzz-dir fuzz --sanitizer none
+  "${fuzz[@]}" build "${build[@]}"
   echo "fuzz build: $((SECONDS - started)) s"
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "== fuzzing $target for $seconds s"
-    if ! "${fuzz[@]}" run --dev --fuzz-dir fuzz --sanitizer none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    if ! "${fuzz[@]}" run "${build[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
       >"$scratch/$target.log" 2>&1; then
       tail -n 60 "$scratch/$target.log" >&2
