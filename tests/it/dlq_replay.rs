@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use etl::domain::rules::Rules;
 use etl::generate::stream::{InjectedKind, StreamGenerator, StreamMessage, StreamOptions};
-use etl::kafka::KafkaSettings;
+use etl::kafka::admin;
 use etl::kafka::replay::{self, REPLAYED_FROM_HEADER, ReplayOptions, ReplaySummary};
 use etl::kafka::sink::SinkOptions;
 use etl::telemetry::metrics::Metrics;
 use indicatif::ProgressBar;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -40,15 +40,11 @@ async fn run_replay(db: &TestDb, options: &ReplayOptions) -> ReplaySummary {
 }
 
 /// High watermark of every partition.
-fn high_watermarks(settings: &KafkaSettings, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = settings.client_config().create().unwrap();
-    (0..partitions)
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            (p, high)
-        })
+async fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
+    admin::high_watermarks(&kafka(), topic)
+        .await
+        .expect("watermarks")
+        .into_iter()
         .collect()
 }
 
@@ -172,7 +168,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
 
     // Today: groceries accepted. A dry run through the command line says what would happen and does
     // nothing.
-    let before = high_watermarks(&kafka(), &source.name, 3);
+    let before = high_watermarks(&source.name).await;
     let (ok, stdout, stderr) = run_etl(
         &[
             "dlq",
@@ -200,7 +196,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
         "{stdout}"
     );
     assert_eq!(
-        high_watermarks(&kafka(), &source.name, 3),
+        high_watermarks(&source.name).await,
         before,
         "the dry run produced"
     );
@@ -236,7 +232,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
     .await;
     assert_eq!(future.totals().skipped, all);
     assert_eq!(
-        high_watermarks(&kafka(), &source.name, 3),
+        high_watermarks(&source.name).await,
         before,
         "a filtered replay produced"
     );
@@ -267,7 +263,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
 
     // Exactly the groceries messages were re-produced: original key and bytes, headers kept, plus
     // where each came from.
-    let after = high_watermarks(&kafka(), &source.name, 3);
+    let after = high_watermarks(&source.name).await;
     let added: i64 = after.iter().map(|(p, high)| high - before[p]).sum();
     assert_eq!(added as usize, groceries.len());
     let replayed = read_after(&source.name, &before, groceries.len()).await;
@@ -321,7 +317,7 @@ async fn a_category_accepted_today_is_replayed_exactly_once_and_lands() {
     );
     assert_eq!(second.totals().replayed, 0);
     assert_eq!(
-        high_watermarks(&kafka(), &source.name, 3),
+        high_watermarks(&source.name).await,
         after,
         "the second replay produced"
     );

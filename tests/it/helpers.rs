@@ -3,10 +3,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
-
-use etl::db::redact_url;
 use std::time::Duration;
 
+use etl::db::redact_url;
 use etl::generate::stream::StreamMessage;
 use etl::kafka::KafkaSettings;
 use etl::kafka::admin::{self, TopicSpec};
