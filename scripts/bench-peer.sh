@@ -93,6 +93,7 @@ report() { # name startup drain_seconds settings
   echo "$rate"
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 say "etl kafka-to-postgres"
 started=$(now)
@@ -183,7 +184,6 @@ PROPS
   if ((rate > best_rate)); then best_rate=$rate best=$settings; fi
 done
 
-ratio=$(awk -v a="$etl_rate" -v b="$best_rate" 'BEGIN { printf "%.2f", a / b }')
 {
   echo "## etl vs Kafka Connect (Debezium JDBC sink): $COUNT messages, one run"
   echo
@@ -191,7 +191,7 @@ ratio=$(awk -v a="$etl_rate" -v b="$best_rate" 'BEGIN { printf "%.2f", a / b }')
   echo "|---|---|---:|---:|---:|"
   cat "$rows_md"
   echo
-  echo "etl / best peer ($best): **$ratio×** (target ≥ 3×). etl / raw COPY: $(awk -v a="$etl_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }'); best peer / raw COPY: $(awk -v a="$best_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }')."
+  echo "etl / best peer ($best): **$(ratio "$etl_rate" "$best_rate")×** (target ≥ 3×). etl / raw COPY: $(ratio "$etl_rate" "$copy_rate"); best peer / raw COPY: $(ratio "$best_rate" "$copy_rate")."
   echo
   echo "3 × the best peer is $((3 * best_rate)) rows/s; the raw COPY of the same rows, with nothing else to do, managed $copy_rate rows/s here."
   echo
